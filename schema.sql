@@ -1,0 +1,69 @@
+-- keygate's one SQLite schema, applied at start-up by src/store/schema.rs.
+--
+-- Each block below is one schema version. A database records the version it
+-- has reached in `PRAGMA user_version`; start-up applies the blocks above it,
+-- in order, each in its own transaction. Never edit a released block: add a
+-- new one beneath it. Blocks are separated by lines of the form
+-- `-- version N`.
+
+-- version 1
+-- Partners. One application holds any number of keys.
+CREATE TABLE apps (
+    app_id      TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL              -- Unix seconds
+);
+
+-- Keys. The secret is never stored: only its AEAD ciphertext under the master
+-- key, bound to the key id so a ciphertext cannot be moved to another row.
+CREATE TABLE keys (
+    key_id            TEXT PRIMARY KEY,
+    app_id            TEXT NOT NULL REFERENCES apps(app_id),
+    secret_nonce      BLOB NOT NULL,
+    secret_ciphertext BLOB NOT NULL,
+    created_at        INTEGER NOT NULL,
+    expires_at        INTEGER,                -- NULL: no expiry
+    revoked_at        INTEGER,                -- NULL: not revoked
+    last_used_at      INTEGER                 -- written in batches, not per request
+);
+CREATE INDEX keys_by_app ON keys(app_id, created_at);
+
+-- The replay window: a (key_id, nonce) pair is accepted at most once. The
+-- primary key is what makes that true across threads and processes.
+-- `expires_at` is ts + skew (+1 s): until then the timestamp check alone
+-- would not refuse a replay, after it the row may be purged.
+CREATE TABLE nonces (
+    key_id      TEXT NOT NULL,
+    nonce       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (key_id, nonce)
+) WITHOUT ROWID;
+CREATE INDEX nonces_by_expiry ON nonces(expires_at);
+
+-- Every admin change: who, what, when, which ids; never a secret.
+CREATE TABLE audit_events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          INTEGER NOT NULL,
+    actor       TEXT NOT NULL,                -- "admin-api" or "cli"
+    action      TEXT NOT NULL,                -- e.g. "key.revoke"
+    app_id      TEXT,
+    key_id      TEXT,
+    detail      TEXT                          -- JSON, never secrets
+);
+
+-- Small named values: the master key check and the key-status version that
+-- other keygate processes poll to see revocations and rotations.
+CREATE TABLE meta (
+    name   TEXT PRIMARY KEY,
+    value  BLOB
+);
+INSERT INTO meta(name, value) VALUES ('keys_version', 0);
+
+-- Any change a verifier must notice (new key, revocation, expiry change)
+-- bumps keys_version; last_used_at updates do not.
+CREATE TRIGGER keys_insert_bumps_version AFTER INSERT ON keys BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'keys_version';
+END;
+CREATE TRIGGER keys_status_bumps_version AFTER UPDATE OF expires_at, revoked_at ON keys BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'keys_version';
+END;

@@ -1,0 +1,484 @@
+//! The `keygate` command line (CONTRACT.md section 7): `serve`, the admin
+//! commands that work on the database directly, and `request`, a curl that
+//! signs.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_SKEW_SECS};
+use crate::http::Application;
+use crate::signature::{self, BodyHash, SignedParts, StringToSign};
+use crate::store::{Catalog, Durability, StoreConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "HMAC-signed partner API keys: issue, verify, rotate, revoke"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the public and admin listeners.
+    Serve(ServeArgs),
+    /// Manage partner applications (works on the database directly).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Manage keys (works on the database directly).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show the audit log, newest first.
+    Audit {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send one KG1-signed request and print the answer, like curl.
+    Request(RequestArgs),
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// SQLite database file.
+    #[arg(long, env = "KEYGATE_DB", default_value = "./keygate.db")]
+    db: PathBuf,
+    /// Master key for secrets at rest [default: <db>.master-key, created on first use].
+    #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// normal: survives kill -9; full: fsync per commit, survives power loss.
+    #[arg(long, env = "KEYGATE_DURABILITY", value_enum, default_value = "normal")]
+    durability: Durability,
+    /// How long a write waits for a locked database before refusing (503).
+    #[arg(long, env = "KEYGATE_DB_BUSY_TIMEOUT_MS", default_value_t = 2000)]
+    db_busy_timeout_ms: u64,
+}
+
+impl DbArgs {
+    fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            db_path: self.db.clone(),
+            master_key_file: self.master_key_file.clone(),
+            durability: self.durability,
+            busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
+        }
+    }
+
+    fn open(&self) -> Result<Catalog, String> {
+        Catalog::open(&self.store_config())
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Public listener (partners).
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Admin listener; keep it off the partners' network.
+    #[arg(long, env = "KEYGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: String,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Admin bearer token, at least 32 characters [default: <db>.admin-token, created on first start].
+    #[arg(long, env = "KEYGATE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Allowed difference between a request's Timestamp and the server clock.
+    #[arg(long, env = "KEYGATE_SKEW_SECS", default_value_t = DEFAULT_SKEW_SECS)]
+    skew_secs: u32,
+    /// Largest request body accepted on the public listener.
+    #[arg(long, env = "KEYGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// Gateway mode: forward verified requests to this base URL.
+    #[arg(long, env = "KEYGATE_UPSTREAM")]
+    upstream: Option<String>,
+    /// Public origin (e.g. https://api.example.com) for RFC 9421 derived components behind a proxy.
+    #[arg(long, env = "KEYGATE_PUBLIC_ORIGIN")]
+    public_origin: Option<String>,
+    /// Worker threads for the public listener [default: one per core].
+    #[arg(long, env = "KEYGATE_WORKERS")]
+    workers: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an application (a partner).
+    Create {
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List applications.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key for an application; prints the secret, once.
+    Create {
+        app_id: String,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an application's keys (never their secrets).
+    List {
+        app_id: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new key for the same application; the old one keeps working for the grace period.
+    Rotate {
+        key_id: String,
+        /// How long the old key keeps working, e.g. 24h, 90m, 3600s.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: refused from the next request on.
+    Revoke {
+        key_id: String,
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct RequestArgs {
+    /// Key id [env: KEYGATE_KEY_ID].
+    #[arg(long, env = "KEYGATE_KEY_ID")]
+    key_id: String,
+    /// Secret [env: KEYGATE_SECRET]; prefer the environment variable, which `ps` does not show.
+    #[arg(long, env = "KEYGATE_SECRET", hide_env_values = true)]
+    secret: String,
+    /// HTTP method, e.g. GET or POST.
+    method: String,
+    /// Full URL, e.g. http://127.0.0.1:8080/v1/whoami?x=1
+    url: String,
+    /// Request body; @FILE reads a file, @- standard input.
+    #[arg(long, short = 'd')]
+    data: Option<String>,
+    /// Extra header, "Name: value" (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// Print the string to sign and the response headers.
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::App(cmd) => app_command(cmd),
+        Command::Key(cmd) => key_command(cmd),
+        Command::Audit { db, limit, json } => db.open().and_then(|c| {
+            let events = c.audit_events(limit).map_err(|e| e.to_string())?;
+            print_out(json, &serde_json::json!({ "events": events }), || {
+                events
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}  {:<10} {:<22} app={} key={} {}",
+                            e.at,
+                            e.action,
+                            e.actor,
+                            e.app_id.as_deref().unwrap_or("-"),
+                            e.key_id.as_deref().unwrap_or("-"),
+                            e.detail
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Request(args) => request(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("keygate: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let level = std::env::var("KEYGATE_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, String> {
+    init_logging();
+    if args.upstream.is_some() {
+        return Err("gateway mode (KEYGATE_UPSTREAM) is not available in this build yet".into());
+    }
+    let config = Config {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        store: args.db.store_config(),
+        admin_token: args.admin_token,
+        skew_secs: args.skew_secs,
+        max_body_bytes: args.max_body_bytes,
+        upstream: args.upstream,
+        public_origin: args.public_origin,
+        workers: args.workers,
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config)?;
+        app.run_until_stopped().await.map_err(|e| e.to_string())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--json` prints the API's JSON; otherwise a human summary.
+fn print_out(json: bool, value: &impl Serialize, human: impl FnOnce() -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serialisable")
+        );
+    } else {
+        let text = human();
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
+}
+
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+fn app_command(cmd: AppCommand) -> Result<ExitCode, String> {
+    match cmd {
+        AppCommand::Create { name, db, json } => {
+            let app = db
+                .open()?
+                .create_app(&name, &cli_actor())
+                .map_err(|e| e.to_string())?;
+            print_out(json, &app, || {
+                format!("created app {} ({})", app.app_id, app.name)
+            });
+        }
+        AppCommand::List { db, json } => {
+            let apps = db.open()?.list_apps().map_err(|e| e.to_string())?;
+            print_out(json, &serde_json::json!({ "apps": apps }), || {
+                apps.iter()
+                    .map(|a| format!("{}  {}  {}", a.app_id, a.created_at, a.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn new_key_text(key: &crate::store::NewKey) -> String {
+    format!(
+        "key_id:  {}\nsecret:  {}\napp_id:  {}\nexpires: {}\n\nThe secret is shown only this once; store it now.",
+        key.key_id,
+        key.secret.expose(),
+        key.app_id,
+        key.expires_at.map_or_else(|| "never".to_owned(), |t| t.to_string()),
+    )
+}
+
+fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
+    let err = |e: crate::Error| e.to_string();
+    match cmd {
+        KeyCommand::Create {
+            app_id,
+            expires_at,
+            db,
+            json,
+        } => {
+            let expires_at = expires_at
+                .as_deref()
+                .map(crate::http::parse_rfc3339)
+                .transpose()
+                .map_err(err)?;
+            let key = db
+                .open()?
+                .create_key(&app_id, expires_at, &cli_actor())
+                .map_err(err)?;
+            print_out(json, &key, || new_key_text(&key));
+        }
+        KeyCommand::List { app_id, db, json } => {
+            let keys = db.open()?.list_keys(&app_id).map_err(err)?;
+            print_out(json, &serde_json::json!({ "keys": keys }), || {
+                keys.iter()
+                    .map(|k| {
+                        let status = serde_json::to_value(k.status).expect("status serialises");
+                        format!(
+                            "{}  {:<8}  created {}  expires {}  last used {}",
+                            k.key_id,
+                            status.as_str().unwrap_or("?"),
+                            k.created_at,
+                            k.expires_at
+                                .map_or_else(|| "never".into(), |t| t.to_string()),
+                            k.last_used_at
+                                .map_or_else(|| "never".into(), |t| t.to_string()),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        KeyCommand::Rotate {
+            key_id,
+            grace,
+            db,
+            json,
+        } => {
+            let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+            let key = db
+                .open()?
+                .rotate_key(&key_id, grace, &cli_actor())
+                .map_err(err)?;
+            print_out(json, &key, || {
+                format!(
+                    "{}\n\nThe old key {key_id} keeps working for {grace} s.",
+                    new_key_text(&key)
+                )
+            });
+        }
+        KeyCommand::Revoke { key_id, db, json } => {
+            let key = db.open()?.revoke_key(&key_id, &cli_actor()).map_err(err)?;
+            print_out(json, &key, || format!("revoked {}", key.key_id));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A fresh nonce: 16 random bytes in hex, as the contract recommends.
+pub fn new_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
+
+fn read_data(data: &str) -> Result<Vec<u8>, String> {
+    match data.strip_prefix('@') {
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| e.to_string())?;
+            Ok(buf)
+        }
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+        None => Ok(data.as_bytes().to_vec()),
+    }
+}
+
+fn request(args: RequestArgs) -> Result<ExitCode, String> {
+    let method = args.method.to_ascii_uppercase();
+    let body = args
+        .data
+        .as_deref()
+        .map(read_data)
+        .transpose()?
+        .unwrap_or_default();
+    // Sign exactly the target the HTTP client will put on the request line:
+    // parse the URL the way it does, then take its path and query.
+    let url = url::Url::parse(&args.url).map_err(|e| format!("bad URL {}: {e}", args.url))?;
+    let target = match url.query() {
+        Some(q) => format!("{}?{}", url.path(), q),
+        None => url.path().to_owned(),
+    };
+    let timestamp = crate::clock::now().to_string();
+    let nonce = new_nonce();
+    let parts = SignedParts {
+        key_id: &args.key_id,
+        timestamp: &timestamp,
+        nonce: &nonce,
+        method: &method,
+        request_target: &target,
+        body_hash: BodyHash::of(&body),
+    };
+    let authorization = signature::authorization_header(&args.secret, &parts);
+    if args.verbose {
+        eprintln!(
+            "* string to sign:\n{}\n",
+            StringToSign::new(&parts).as_str()
+        );
+        eprintln!("> {method} {target}\n> Authorization: {authorization}");
+    }
+
+    let mut req = ureq::request_url(&method, &url).set("Authorization", &authorization);
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("header {header:?} is not \"Name: value\""))?;
+        req = req.set(name.trim(), value.trim());
+    }
+    let response = if body.is_empty() && args.data.is_none() {
+        req.call()
+    } else {
+        req.send_bytes(&body)
+    };
+    let response = match response {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(format!("request failed: {e}")),
+    };
+    let status = response.status();
+    if args.verbose {
+        eprintln!("< {} {}", status, response.status_text());
+        for name in response.headers_names() {
+            eprintln!("< {}: {}", name, response.header(&name).unwrap_or(""));
+        }
+    }
+    let mut text = Vec::new();
+    response
+        .into_reader()
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut text)
+        .map_err(|e| format!("reading the answer: {e}"))?;
+    println!("{}", String::from_utf8_lossy(&text));
+    Ok(if status >= 400 {
+        ExitCode::from(22)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,66 @@
+//! The server's settings, one typed struct. `keygate serve` fills it from
+//! flags, then environment variables, then defaults (CONTRACT.md section 7;
+//! see `cli::ServeArgs`); tests build it directly.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::store::StoreConfig;
+
+pub const DEFAULT_SKEW_SECS: u32 = 300;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Config {
+    /// Public listener, e.g. `127.0.0.1:8080` (port 0: any free port).
+    pub listen: String,
+    /// Admin listener: a different address, so the admin API can be kept
+    /// off the network partners reach.
+    pub admin_listen: String,
+    pub store: StoreConfig,
+    /// `None`: read or create `<db>.admin-token` beside the database.
+    pub admin_token: Option<String>,
+    pub skew_secs: u32,
+    pub max_body_bytes: usize,
+    pub upstream: Option<String>,
+    pub public_origin: Option<String>,
+    /// actix worker threads for the public listener (`None`: one per core).
+    pub workers: Option<usize>,
+}
+
+impl Config {
+    /// The contract's defaults for a database file.
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            store: StoreConfig::new(db_path),
+            admin_token: None,
+            skew_secs: DEFAULT_SKEW_SECS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            upstream: None,
+            public_origin: None,
+            workers: None,
+        }
+    }
+}
+
+// Written by hand so the admin token can never be printed.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("store", &self.store)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("skew_secs", &self.skew_secs)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("upstream", &self.upstream)
+            .field("public_origin", &self.public_origin)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}

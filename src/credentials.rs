@@ -1,0 +1,252 @@
+//! Credentials and the other secrets keygate makes: key ids, key secrets,
+//! application ids, the admin token and the master key that encrypts key
+//! secrets at rest (CONTRACT.md section 1).
+//!
+//! All randomness comes from `rand::rng()`, a CSPRNG seeded and periodically
+//! reseeded from the operating system.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::distr::{Alphanumeric, SampleString};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// 24 alphanumerics carry 24 * log2(62) = 142 bits, above the contract's 120.
+const KEY_ID_RANDOM_CHARS: usize = 24;
+/// 32 random bytes: 43 characters of base64url.
+const SECRET_RANDOM_BYTES: usize = 32;
+/// The contract's floor for an operator-chosen admin token.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+pub fn new_key_id() -> String {
+    format!(
+        "pk_{}",
+        Alphanumeric.sample_string(&mut rand::rng(), KEY_ID_RANDOM_CHARS)
+    )
+}
+
+pub fn new_app_id() -> String {
+    format!("app_{}", Alphanumeric.sample_string(&mut rand::rng(), 20))
+}
+
+pub fn new_secret() -> Secret {
+    Secret(format!("sk_{}", random_base64url(SECRET_RANDOM_BYTES)))
+}
+
+fn random_base64url(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A key secret. `Debug` does not print it, so a stray `{:?}` in a log line
+/// cannot leak one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Self {
+        Secret(text)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The bearer token for the admin API.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// An operator-chosen token; short ones are refused because the admin
+    /// API can mint credentials for every partner.
+    pub fn new(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.len() < MIN_ADMIN_TOKEN_LEN {
+            return Err(format!(
+                "the admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters (got {}); \
+                 generate one with: openssl rand -base64 32",
+                text.len()
+            ));
+        }
+        Ok(AdminToken(text.to_owned()))
+    }
+
+    /// Reads the token file beside the database, creating it (mode 0600)
+    /// on first start.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), String> {
+        let created = write_new_file_0600(path, &random_base64url(32))
+            .map_err(|e| format!("cannot create admin token file {}: {e}", path.display()))?;
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read admin token file {}: {e}", path.display()))?;
+        Ok((AdminToken::new(&text)?, created))
+    }
+
+    /// Constant-time: both sides are hashed first so that neither the
+    /// content nor the length of the real token shows in the timing.
+    pub fn matches(&self, presented: &str) -> bool {
+        let expected = Sha256::digest(self.0.as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        expected.ct_eq(&presented).into()
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+/// Creates `path` with mode 0600 holding `content` unless it already exists.
+/// `create_new` makes this safe when a server and a CLI start at once: one
+/// of them creates the file, the other reads it. Returns whether it created.
+fn write_new_file_0600(path: &Path, content: &str) -> io::Result<bool> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(mut file) => {
+            file.write_all(content.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The master key: encrypts key secrets at rest with XChaCha20-Poly1305.
+/// Each secret gets a random 24-byte nonce (safe to pick at random at that
+/// size) and is bound to its key id as associated data, so a ciphertext
+/// copied into another row does not decrypt.
+pub struct MasterKey(XChaCha20Poly1305);
+
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl MasterKey {
+    /// Reads the key file (43 characters of base64url, or 64 hex digits),
+    /// creating it with mode 0600 on first start.
+    pub fn load_or_create(path: &Path) -> Result<(Self, bool), String> {
+        let created = write_new_file_0600(path, &random_base64url(32))
+            .map_err(|e| format!("cannot create master key file {}: {e}", path.display()))?;
+        let text = fs::read_to_string(path)
+            .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?;
+        let text = text.trim();
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .or_else(|| hex::decode(text).ok())
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| {
+                format!(
+                    "master key file {} must hold 32 bytes as base64url (43 characters) or hex (64 characters)",
+                    path.display()
+                )
+            })?;
+        Ok((
+            MasterKey(XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key")),
+            created,
+        ))
+    }
+
+    pub fn seal(&self, plaintext: &[u8], bound_to: &str) -> Sealed {
+        let mut nonce = [0u8; 24];
+        rand::rng().fill_bytes(&mut nonce);
+        let ciphertext = self
+            .0
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: bound_to.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory input");
+        Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext,
+        }
+    }
+
+    /// `None` when the ciphertext was not made by this key for this id.
+    pub fn open(&self, sealed: &Sealed, bound_to: &str) -> Option<Vec<u8>> {
+        if sealed.nonce.len() != 24 {
+            return None;
+        }
+        self.0
+            .decrypt(
+                XNonce::from_slice(&sealed.nonce),
+                Payload {
+                    msg: &sealed.ciphertext,
+                    aad: bound_to.as_bytes(),
+                },
+            )
+            .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_follow_the_contract() {
+        let key_id = new_key_id();
+        assert!(key_id.starts_with("pk_") && key_id.len() == 27);
+        assert!(key_id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        let secret = new_secret();
+        assert!(secret.expose().starts_with("sk_") && secret.expose().len() == 46);
+        assert!(URL_SAFE_NO_PAD.decode(&secret.expose()[3..]).unwrap().len() == 32);
+        assert_ne!(new_secret(), new_secret());
+        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn master_key_seals_bound_to_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mk");
+        let (key, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(created);
+        let mode = fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let sealed = key.seal(b"sk_x", "pk_a");
+        assert_eq!(key.open(&sealed, "pk_a").unwrap(), b"sk_x");
+        assert!(key.open(&sealed, "pk_b").is_none());
+        let (again, created) = MasterKey::load_or_create(&path).unwrap();
+        assert!(!created);
+        assert_eq!(again.open(&sealed, "pk_a").unwrap(), b"sk_x");
+    }
+
+    #[test]
+    fn admin_token_rules() {
+        assert!(AdminToken::new("short").is_err());
+        let token = AdminToken::new(&"t".repeat(32)).unwrap();
+        assert!(token.matches(&"t".repeat(32)));
+        assert!(!token.matches(&"t".repeat(31)));
+        assert!(!token.matches(""));
+    }
+}

@@ -1,0 +1,170 @@
+//! The one error type. Every refusal keygate gives, on either listener, is a
+//! variant here, and `ResponseError` below is the one place where a variant
+//! becomes an HTTP status, a stable `code` and a JSON body (CONTRACT.md
+//! section 4).
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Map, Value};
+
+use crate::signature::SCHEME;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- partner-facing refusals (public listener) ---
+    #[error("the request has no Authorization header; sign it with {SCHEME} (see the README)")]
+    MissingAuthorization,
+    #[error("malformed Authorization header: {0}")]
+    MalformedAuthorization(String),
+    #[error("no key with this KeyId exists")]
+    UnknownKey,
+    #[error("this key has been revoked")]
+    KeyRevoked,
+    #[error("this key has expired")]
+    KeyExpired,
+    #[error("Timestamp is {offset} s from the server's clock (server_time), more than the allowed {skew} s; sign with the current Unix time and check the client's clock (NTP)")]
+    TimestampOutOfRange {
+        server_time: i64,
+        offset: i64,
+        skew: u32,
+    },
+    #[error(
+        "this Nonce was already used with this key; send a fresh random nonce with every request"
+    )]
+    NonceReused,
+    #[error("the signature does not match; compare the server's string_to_sign below with the one you signed, line by line (method, path and query exactly as sent, SHA-256 of the exact body bytes)")]
+    SignatureMismatch { string_to_sign: String },
+    #[error("{0}")]
+    ContentDigestMismatch(String),
+    #[error("the body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
+    /// Fail closed: the nonce could not be recorded durably, so the request
+    /// is not accepted. The reason goes to the log, not to the partner.
+    #[error("keygate cannot record this request right now; retry with a new nonce")]
+    Unavailable(String),
+
+    // --- admin API ---
+    #[error("this call needs Authorization: Bearer <admin token>")]
+    AdminTokenMissing,
+    #[error("the admin token is not valid")]
+    AdminTokenInvalid,
+    #[error("the body is not valid JSON for this call: {0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("no application with id {0}")]
+    AppNotFound(String),
+    #[error("no key with id {0}")]
+    KeyNotFound(String),
+    #[error("no such route")]
+    NotFound,
+    #[error("this method is not allowed on this route")]
+    MethodNotAllowed,
+}
+
+impl Error {
+    /// The stable, machine-readable code. Partners' code branches on these,
+    /// so they never change once released.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::MissingAuthorization | Error::AdminTokenMissing => "missing_authorization",
+            Error::MalformedAuthorization(_) => "malformed_authorization",
+            Error::UnknownKey => "unknown_key",
+            Error::KeyRevoked => "key_revoked",
+            Error::KeyExpired => "key_expired",
+            Error::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            Error::NonceReused => "nonce_reused",
+            Error::SignatureMismatch { .. } => "signature_mismatch",
+            Error::ContentDigestMismatch(_) => "content_digest_mismatch",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::UnreadableBody(_) => "unreadable_body",
+            Error::Unavailable(_) => "unavailable",
+            Error::AdminTokenInvalid => "invalid_admin_token",
+            Error::InvalidJson(_) => "invalid_json",
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::AppNotFound(_) => "app_not_found",
+            Error::KeyNotFound(_) => "key_not_found",
+            Error::NotFound => "not_found",
+            Error::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    /// Extra fields that help the caller fix the request.
+    fn details(&self) -> Map<String, Value> {
+        let mut extra = Map::new();
+        match self {
+            Error::TimestampOutOfRange {
+                server_time, skew, ..
+            } => {
+                extra.insert("server_time".into(), json!(server_time));
+                extra.insert("allowed_skew_secs".into(), json!(skew));
+            }
+            Error::SignatureMismatch { string_to_sign } => {
+                extra.insert("string_to_sign".into(), json!(string_to_sign));
+            }
+            Error::BodyTooLarge { limit } => {
+                extra.insert("limit_bytes".into(), json!(limit));
+            }
+            _ => {}
+        }
+        extra
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Unavailable(format!("database: {err}"))
+    }
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::MissingAuthorization
+            | Error::MalformedAuthorization(_)
+            | Error::UnknownKey
+            | Error::KeyRevoked
+            | Error::KeyExpired
+            | Error::TimestampOutOfRange { .. }
+            | Error::NonceReused
+            | Error::SignatureMismatch { .. }
+            | Error::ContentDigestMismatch(_)
+            | Error::AdminTokenMissing
+            | Error::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
+            Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnreadableBody(_) | Error::InvalidJson(_) | Error::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Error::AppNotFound(_) | Error::KeyNotFound(_) | Error::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("code".into(), json!(self.code()));
+        body.insert("message".into(), json!(self.to_string()));
+        body.extend(self.details());
+
+        let mut response = HttpResponse::build(self.status_code());
+        if self.status_code() == StatusCode::UNAUTHORIZED {
+            let challenge = match self {
+                Error::AdminTokenMissing | Error::AdminTokenInvalid => {
+                    HeaderValue::from_static("Bearer realm=\"keygate-admin\"")
+                }
+                _ => HeaderValue::from_static(SCHEME),
+            };
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
+        }
+        if let Error::Unavailable(_) = self {
+            response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        response.json(json!({ "error": body }))
+    }
+}

@@ -1,0 +1,253 @@
+//! The admin API (CONTRACT.md section 6), on its own listener. Every call
+//! takes an [`AdminCaller`], which checks the bearer token in constant time
+//! before the handler runs. SQLite work runs on actix's blocking pool so a
+//! slow disk never stalls the event loop.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{self, Bytes};
+use actix_web::{FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::{ready, Ready};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{method_not_allowed, not_found, AdminState};
+use crate::error::Error;
+use crate::store::Store;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/apps")
+            .route(web::post().to(create_app))
+            .route(web::get().to(list_apps))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/apps/{app_id}/keys")
+            .route(web::post().to(create_key))
+            .route(web::get().to(list_keys))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/keys/{key_id}")
+            .route(web::get().to(get_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/keys/{key_id}/rotate")
+            .route(web::post().to(rotate_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/keys/{key_id}/revoke")
+            .route(web::post().to(revoke_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/audit")
+            .route(web::get().to(audit))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .default_service(web::to(not_found));
+}
+
+/// Proof that the request carried the admin token; names the caller for the
+/// audit log (the token is shared, so the peer address is the best "who").
+pub struct AdminCaller {
+    actor: String,
+}
+
+impl FromRequest for AdminCaller {
+    type Error = Error;
+    type Future = Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<AdminCaller, Error> {
+    let state = req
+        .app_data::<web::Data<AdminState>>()
+        .expect("AdminState is registered on the admin app");
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(Error::AdminTokenMissing)?;
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(Error::AdminTokenInvalid)?;
+    if !state.token.matches(presented.trim()) {
+        tracing::warn!(peer = ?req.peer_addr(), "admin call with a wrong token");
+        return Err(Error::AdminTokenInvalid);
+    }
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+    Ok(AdminCaller {
+        actor: format!("admin-api@{peer}"),
+    })
+}
+
+/// Parses a JSON body; an empty body means "all defaults" where the call
+/// has only optional fields.
+fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| Error::InvalidJson(e.to_string()))
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    state: &web::Data<AdminState>,
+    call: impl FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    let store = state.store.clone();
+    web::block(move || call(&store))
+        .await
+        .map_err(|e| Error::Unavailable(format!("blocking pool: {e}")))?
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    name: Option<String>,
+}
+
+async fn create_app(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    body: Bytes,
+) -> Result<HttpResponse, Error> {
+    let request: CreateApp = json_body(&body)?;
+    let name = request
+        .name
+        .ok_or_else(|| Error::InvalidRequest("body must be {\"name\": \"...\"}".into()))?;
+    let app = blocking(&state, move |store| {
+        store.catalog().create_app(&name, &caller.actor)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(app))
+}
+
+async fn list_apps(_: AdminCaller, state: web::Data<AdminState>) -> Result<HttpResponse, Error> {
+    let apps = blocking(&state, |store| store.catalog().list_apps()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "apps": apps })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    expires_at: Option<String>,
+}
+
+pub fn parse_rfc3339(text: &str) -> Result<i64, Error> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| {
+            Error::InvalidRequest(format!(
+                "expires_at must be an RFC 3339 time such as 2030-01-31T12:00:00Z: {e}"
+            ))
+        })
+}
+
+async fn create_key(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    app_id: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, Error> {
+    let request: CreateKey = json_body(&body)?;
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()?;
+    let key = blocking(&state, move |store| {
+        let key = store
+            .catalog()
+            .create_key(&app_id, expires_at, &caller.actor)?;
+        store.key_states_changed();
+        Ok(key)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+async fn list_keys(
+    _: AdminCaller,
+    state: web::Data<AdminState>,
+    app_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let keys = blocking(&state, move |store| store.catalog().list_keys(&app_id)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
+}
+
+async fn get_key(
+    _: AdminCaller,
+    state: web::Data<AdminState>,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let key = blocking(&state, move |store| store.catalog().key_info(&key_id)).await?;
+    Ok(HttpResponse::Ok().json(key))
+}
+
+pub const DEFAULT_GRACE_SECONDS: i64 = 86_400;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    grace_seconds: Option<i64>,
+}
+
+async fn rotate_key(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    key_id: web::Path<String>,
+    body: Bytes,
+) -> Result<HttpResponse, Error> {
+    let request: RotateKey = json_body(&body)?;
+    let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let key = blocking(&state, move |store| {
+        let key = store.catalog().rotate_key(&key_id, grace, &caller.actor)?;
+        store.key_states_changed();
+        Ok(key)
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+async fn revoke_key(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let key = blocking(&state, move |store| {
+        let key = store.catalog().revoke_key(&key_id, &caller.actor)?;
+        store.key_states_changed();
+        Ok(key)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(key))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<u32>,
+}
+
+async fn audit(
+    _: AdminCaller,
+    state: web::Data<AdminState>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Error> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let events = blocking(&state, move |store| store.catalog().audit_events(limit)).await?;
+    Ok(HttpResponse::Ok().json(json!({ "events": events })))
+}

@@ -1,0 +1,135 @@
+//! HTTP at the edge: two actix-web servers on two addresses. The public one
+//! serves partners (signed requests); the admin one manages keys behind a
+//! bearer token. They share one [`Store`] and nothing else, so no admin
+//! route can ever be reached on the public address.
+//!
+//! [`Application::build`] binds both listeners and returns before serving,
+//! so the binary and the tests run exactly the same server.
+
+mod admin;
+mod public;
+mod signed_request;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+
+pub use admin::parse_rfc3339;
+pub use signed_request::SignedRequest;
+
+use crate::config::Config;
+use crate::credentials::AdminToken;
+use crate::error::Error;
+use crate::store::{path_beside, Store};
+
+/// What the public handlers share.
+pub struct PublicState {
+    pub store: Arc<Store>,
+    pub skew_secs: u32,
+    pub max_body_bytes: usize,
+}
+
+/// What the admin handlers share.
+pub struct AdminState {
+    pub store: Arc<Store>,
+    pub token: AdminToken,
+}
+
+pub struct Application {
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    public_server: Server,
+    admin_server: Server,
+}
+
+/// Admin request bodies are a few small JSON fields.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+impl Application {
+    /// Opens the store, resolves the admin token, binds both listeners.
+    /// Must be called inside an actix (tokio) runtime.
+    pub fn build(config: Config) -> Result<Application, String> {
+        let token = match &config.admin_token {
+            Some(text) => AdminToken::new(text)?,
+            None => {
+                let path = path_beside(&config.store.db_path, "admin-token");
+                let (token, created) = AdminToken::load_or_create(&path)?;
+                if created {
+                    tracing::info!(path = %path.display(), "generated an admin token (mode 0600); read it from this file");
+                } else {
+                    tracing::info!(path = %path.display(), "using the admin token from this file");
+                }
+                token
+            }
+        };
+        let store = Store::open(&config.store)?;
+
+        let public_listener = TcpListener::bind(&config.listen)
+            .map_err(|e| format!("cannot listen on {} (public): {e}", config.listen))?;
+        let admin_listener = TcpListener::bind(&config.admin_listen)
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", config.admin_listen))?;
+        let public_addr = public_listener.local_addr().map_err(|e| e.to_string())?;
+        let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+        let public_state = web::Data::new(PublicState {
+            store: store.clone(),
+            skew_secs: config.skew_secs,
+            max_body_bytes: config.max_body_bytes,
+        });
+        let mut public = HttpServer::new(move || {
+            App::new()
+                .app_data(public_state.clone())
+                .configure(public::routes)
+        })
+        .listen(public_listener)
+        .map_err(|e| e.to_string())?;
+        if let Some(workers) = config.workers {
+            public = public.workers(workers);
+        }
+
+        let admin_state = web::Data::new(AdminState { store, token });
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT))
+                .configure(admin::routes)
+        })
+        .workers(1)
+        .listen(admin_listener)
+        .map_err(|e| e.to_string())?;
+
+        tracing::info!(public = %public_addr, admin = %admin_addr, "keygate listening");
+        Ok(Application {
+            public_addr,
+            admin_addr,
+            public_server: public.run(),
+            admin_server: admin.run(),
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until both servers stop (SIGINT/SIGTERM stop them gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (public, admin) =
+            futures_util::future::join(self.public_server, self.admin_server).await;
+        public.and(admin)
+    }
+}
+
+/// The JSON 404 / 405 answers, so even a wrong URL gets a stable code.
+async fn not_found() -> Result<actix_web::HttpResponse, Error> {
+    Err(Error::NotFound)
+}
+
+async fn method_not_allowed() -> Result<actix_web::HttpResponse, Error> {
+    Err(Error::MethodNotAllowed)
+}

@@ -1,0 +1,55 @@
+//! Partner-facing endpoints (CONTRACT.md section 5).
+
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::json;
+
+use super::{method_not_allowed, not_found, SignedRequest};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/healthz")
+            .route(web::get().to(healthz))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/whoami")
+            .route(web::get().to(whoami))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/echo")
+            .route(web::post().to(echo))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .default_service(web::to(not_found));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn whoami(signed: SignedRequest) -> HttpResponse {
+    let key = &signed.key;
+    HttpResponse::Ok().json(json!({
+        "app_id": key.app_id,
+        "app_name": key.app_name,
+        "key_id": &*key.key_id,
+    }))
+}
+
+/// Echoes the exact bytes that were signed; a body that is not UTF-8 comes
+/// back base64-encoded so nothing is lost or replaced.
+async fn echo(signed: SignedRequest) -> HttpResponse {
+    let key = &signed.key;
+    let body = match std::str::from_utf8(&signed.body) {
+        Ok(text) => json!({ "app_id": key.app_id, "key_id": &*key.key_id, "body": text }),
+        Err(_) => json!({
+            "app_id": key.app_id,
+            "key_id": &*key.key_id,
+            "body_base64": STANDARD.encode(&signed.body),
+        }),
+    };
+    HttpResponse::Ok().json(body)
+}

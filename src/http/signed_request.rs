@@ -1,0 +1,191 @@
+//! The verification pipeline of CONTRACT.md section 2, as an actix
+//! extractor: a handler that takes a [`SignedRequest`] runs only for a
+//! request that passed every step, in the contract's order:
+//!
+//! 1. header present and well formed;
+//! 2. key known, not revoked, not expired;
+//! 3. timestamp within the allowed skew;
+//! 4. body read in full (bounded, hashed as it streams in), signature
+//!    compared in constant time;
+//! 5. only then the (key_id, nonce) pair recorded durably, so a forged
+//!    request can never burn a partner's nonce.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use super::PublicState;
+use crate::clock;
+use crate::error::Error;
+use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign};
+use crate::store::CachedKey;
+
+/// A body over the limit is still read and discarded up to this many bytes
+/// (and for at most `DRAIN_TIME`) so the client finishes sending and sees
+/// the 413 instead of a reset connection; beyond that the connection is
+/// dropped.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request whose signature, key, timestamp and nonce all checked out.
+pub struct SignedRequest {
+    pub key: Arc<CachedKey>,
+    /// The exact bytes that were signed.
+    pub body: Bytes,
+}
+
+impl FromRequest for SignedRequest {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let result = verify(&req, payload).await;
+            if let Err(e) = &result {
+                // Refusals are what a partner asks support about: log the
+                // code and the key id (safe to log), never the secret, the
+                // signature or the body.
+                let key_id = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|h| Authorization::parse(h.as_bytes()).ok())
+                    .map(|a| a.key_id.to_owned());
+                tracing::info!(
+                    code = e.code(),
+                    key_id = key_id.as_deref().unwrap_or("-"),
+                    method = %req.method(),
+                    path = req.path(),
+                    "refused"
+                );
+                if let Error::Unavailable(reason) = e {
+                    tracing::error!(reason = %reason, "refused a request because the nonce could not be recorded");
+                }
+            }
+            result
+        })
+    }
+}
+
+async fn verify(req: &HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
+    let state = req
+        .app_data::<web::Data<PublicState>>()
+        .expect("PublicState is registered on the public app");
+    let now = clock::now();
+
+    // 1. The header.
+    let mut values = req.headers().get_all(header::AUTHORIZATION);
+    let value = values.next().ok_or(Error::MissingAuthorization)?;
+    if values.next().is_some() {
+        return Err(Error::MalformedAuthorization(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let auth = Authorization::parse(value.as_bytes())
+        .map_err(|e| Error::MalformedAuthorization(e.to_string()))?;
+
+    // 2. The key.
+    let key = state
+        .store
+        .find_key(auth.key_id)?
+        .ok_or(Error::UnknownKey)?;
+    key.check_usable(now)?;
+
+    // 3. The clock.
+    let timestamp = auth.unix_time();
+    let offset = timestamp - now;
+    if offset.abs() > i64::from(state.skew_secs) {
+        return Err(Error::TimestampOutOfRange {
+            server_time: now,
+            offset,
+            skew: state.skew_secs,
+        });
+    }
+
+    // 4. The body and the signature.
+    let (body, body_hash) = read_body(req, payload, state.max_body_bytes).await?;
+    let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let string_to_sign = StringToSign::new(&SignedParts {
+        key_id: auth.key_id,
+        timestamp: auth.timestamp,
+        nonce: auth.nonce,
+        method: req.method().as_str(),
+        request_target,
+        body_hash,
+    });
+    if !key.signing_key.verify(&string_to_sign, &auth.signature) {
+        return Err(Error::SignatureMismatch {
+            string_to_sign: string_to_sign.as_str().to_owned(),
+        });
+    }
+
+    // 5. The nonce: remembered until the timestamp check alone would refuse
+    // a replay (ts + skew), plus a second for the boundary.
+    let remember_until = timestamp + i64::from(state.skew_secs) + 1;
+    state
+        .store
+        .record_nonce(&key, auth.nonce, remember_until)
+        .await?;
+    key.mark_used(now);
+    Ok(SignedRequest { key, body })
+}
+
+/// Reads the whole body, hashing it as it arrives, refusing more than
+/// `limit` bytes.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<(Bytes, BodyHash), Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared {
+        if length > limit as u64 {
+            drain(payload, length).await;
+            return Err(Error::BodyTooLarge { limit });
+        }
+    }
+
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            drain(payload, u64::MAX).await;
+            return Err(Error::BodyTooLarge { limit });
+        }
+        hasher.update(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    Ok((
+        body.freeze(),
+        BodyHash::from_digest(hasher.finalize().into()),
+    ))
+}
+
+async fn drain(mut payload: Payload, declared: u64) {
+    if declared > DRAIN_LIMIT as u64 && declared != u64::MAX {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = payload.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,22 @@
+//! keygate: issues key id / secret pairs to partner applications and accepts
+//! a request only when it carries a valid HMAC-SHA256 signature.
+//!
+//! - [`signature`]: the KG1 scheme itself, pure (no I/O); shared by the
+//!   server, the CLI and the client examples.
+//! - [`credentials`]: key ids, secrets, the admin token and the master key.
+//! - [`store`]: SQLite: applications, keys, the nonce window, the audit log.
+//! - [`http`]: the public and admin listeners (actix-web).
+//! - [`error`]: the one error type and its mapping to HTTP answers.
+//! - [`cli`]: the `keygate` command line.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod credentials;
+pub mod error;
+pub mod http;
+pub mod signature;
+pub mod store;
+
+pub use config::Config;
+pub use error::Error;

@@ -1,0 +1,219 @@
+//! Everything keygate keeps: applications, keys, the nonce window and the
+//! audit log, in one SQLite file. Nothing outside this module sees SQL,
+//! pragmas or threads.
+//!
+//! - [`Catalog`]: applications, keys and audit events. Used directly by the
+//!   admin CLI (no server needed) and by the server's admin API.
+//! - [`Store`]: what the server runs on: the catalog plus an in-memory
+//!   [`KeyCache`] of verifying keys and the [`NonceWindow`] writer thread.
+
+mod catalog;
+mod key_cache;
+mod nonce_window;
+pub mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, NewKey};
+pub use key_cache::{CachedKey, KeyCache};
+pub use nonce_window::NonceWindow;
+
+use crate::error::Error;
+
+/// How hard a commit of the nonce window tries to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// WAL with synchronous=NORMAL: a commit survives the process being
+    /// killed (kill -9), not a power cut of the machine.
+    Normal,
+    /// WAL with synchronous=FULL: every commit is fsynced, so it also
+    /// survives a power cut; costs an fsync per batch.
+    Full,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub db_path: PathBuf,
+    /// `None`: `<db>.master-key` beside the database, made on first start.
+    pub master_key_file: Option<PathBuf>,
+    pub durability: Durability,
+    /// How long a write waits for another connection (or process) to let go
+    /// of the database before the request is refused with 503.
+    pub busy_timeout: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            db_path: db_path.into(),
+            master_key_file: None,
+            durability: Durability::Normal,
+            busy_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub fn master_key_path(&self) -> PathBuf {
+        self.master_key_file
+            .clone()
+            .unwrap_or_else(|| path_beside(&self.db_path, "master-key"))
+    }
+}
+
+/// `./keygate.db` + `admin-token` = `./keygate.db.admin-token`.
+pub fn path_beside(db_path: &Path, suffix: &str) -> PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    db_path.with_file_name(name)
+}
+
+pub(crate) fn open_connection(config: &StoreConfig) -> rusqlite::Result<Connection> {
+    let is_new = !config.db_path.exists();
+    let conn = Connection::open(&config.db_path)?;
+    if is_new {
+        // Key ciphertexts and partners' traffic patterns are nobody else's
+        // business; SQLite gives the -wal and -shm files the same mode.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.db_path, std::fs::Permissions::from_mode(0o600));
+    }
+    conn.busy_timeout(config.busy_timeout)?;
+    // WAL lets verifiers read while the nonce writer commits, and lets
+    // several keygate processes share the file.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match config.durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// How often the maintenance thread looks for key changes made by other
+/// processes (the CLI, another keygate): the bound on how long a verifier
+/// may answer from a stale cache. The nonce writer re-checks revocation
+/// and expiry inside its transaction, so even within this window a revoked
+/// key is never accepted.
+const KEY_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often expired nonces are purged and last-used times written.
+const HOUSEKEEPING_EVERY: u32 = 10; // x KEY_POLL_INTERVAL = 2 s
+
+/// The server's view of the store.
+pub struct Store {
+    catalog: Catalog,
+    keys: KeyCache,
+    nonces: NonceWindow,
+}
+
+impl Store {
+    pub fn open(config: &StoreConfig) -> Result<Arc<Store>, String> {
+        let catalog = Catalog::open(config)?;
+        let writer_conn = open_connection(config)
+            .map_err(|e| format!("cannot open {}: {e}", config.db_path.display()))?;
+        let store = Arc::new(Store {
+            catalog,
+            keys: KeyCache::default(),
+            nonces: NonceWindow::start(writer_conn),
+        });
+        store
+            .keys
+            .set_version(store.catalog.keys_version().map_err(|e| e.to_string())?);
+        start_maintenance(Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The verifying key for a key id, from memory when it can be.
+    pub fn find_key(&self, key_id: &str) -> Result<Option<Arc<CachedKey>>, Error> {
+        if let Some(key) = self.keys.get(key_id) {
+            return Ok(Some(key));
+        }
+        // Not negative-cached: a key created a moment ago by the CLI or
+        // another process must work on its first request.
+        match self.catalog.verifying_key(key_id)? {
+            Some(loaded) => Ok(Some(self.keys.insert(loaded))),
+            None => Ok(None),
+        }
+    }
+
+    /// Records (key, nonce) durably; `Ok` only once it is committed.
+    pub async fn record_nonce(
+        &self,
+        key: &CachedKey,
+        nonce: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        self.nonces
+            .record(key.key_id.clone(), nonce, expires_at)
+            .await
+    }
+
+    /// Called after an admin change in this process, so that the very next
+    /// request sees it without waiting for the poll.
+    pub fn key_states_changed(&self) {
+        if let Err(e) = self.refresh_key_states() {
+            tracing::warn!(error = %e, "could not refresh key states");
+        }
+    }
+
+    fn refresh_key_states(&self) -> Result<(), Error> {
+        let version = self.catalog.keys_version()?;
+        if version != self.keys.version() {
+            for (key_id, expires_at, revoked_at) in self.catalog.key_states()? {
+                self.keys.update_state(&key_id, expires_at, revoked_at);
+            }
+            self.keys.set_version(version);
+        }
+        Ok(())
+    }
+
+    fn housekeeping(&self) {
+        let now = crate::clock::now();
+        self.nonces.purge_expired(now);
+        let used = self.keys.take_unflushed_last_used();
+        if !used.is_empty() {
+            self.nonces.touch_keys(used);
+        }
+    }
+}
+
+impl Drop for Store {
+    /// Last-used times not yet written go to the writer before its queue
+    /// closes; it drains the queue before it exits.
+    fn drop(&mut self) {
+        let used = self.keys.take_unflushed_last_used();
+        if !used.is_empty() {
+            self.nonces.touch_keys(used);
+        }
+    }
+}
+
+/// One thread per store: polls for key changes made elsewhere, purges the
+/// nonce window and flushes last-used times. It holds only a weak reference,
+/// so it ends when the store is dropped.
+fn start_maintenance(store: Weak<Store>) {
+    std::thread::Builder::new()
+        .name("keygate-maintenance".into())
+        .spawn(move || {
+            let mut tick: u32 = 0;
+            loop {
+                std::thread::sleep(KEY_POLL_INTERVAL);
+                let Some(store) = store.upgrade() else { return };
+                if let Err(e) = store.refresh_key_states() {
+                    tracing::warn!(error = %e, "could not poll key states");
+                }
+                tick = tick.wrapping_add(1);
+                if tick % HOUSEKEEPING_EVERY == 0 {
+                    store.housekeeping();
+                }
+            }
+        })
+        .expect("spawn maintenance thread");
+}

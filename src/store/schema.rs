@@ -1,0 +1,81 @@
+//! Applies `schema.sql` at start-up. The file is split into versions at
+//! lines `-- version N`; the database's `PRAGMA user_version` says which it
+//! has, and each newer block runs in its own transaction, so a crash
+//! mid-upgrade leaves the database at a whole version.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// The schema versions in order, as (version, SQL): each block starts at a
+/// line that is exactly `-- version N`.
+fn versions() -> Vec<(i64, String)> {
+    let mut out: Vec<(i64, String)> = Vec::new();
+    for line in SCHEMA.lines() {
+        if let Some(number) = line.strip_prefix("-- version ") {
+            let number = number
+                .trim()
+                .parse()
+                .expect("schema.sql: `-- version N` needs a number");
+            out.push((number, String::new()));
+        } else if let Some((_, sql)) = out.last_mut() {
+            sql.push_str(line);
+            sql.push('\n');
+        }
+    }
+    out
+}
+
+/// The newest schema version this build knows.
+pub fn latest_version() -> i64 {
+    versions().last().map(|(v, _)| *v).unwrap_or(0)
+}
+
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    for (version, sql) in versions() {
+        // IMMEDIATE: two processes starting on a new file at once must not
+        // both apply the same version; the second waits, then sees it done.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| format!("cannot start schema migration: {e}"))?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| format!("cannot read schema version: {e}"))?;
+        if current >= version {
+            continue;
+        }
+        tx.execute_batch(&sql)
+            .map_err(|e| format!("schema version {version} failed: {e}"))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(|e| format!("cannot record schema version {version}: {e}"))?;
+        tx.commit()
+            .map_err(|e| format!("cannot commit schema version {version}: {e}"))?;
+    }
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if current > latest_version() {
+        return Err(format!(
+            "the database has schema version {current}, newer than this keygate knows ({}); upgrade keygate",
+            latest_version()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_once_and_is_idempotent() {
+        assert!(latest_version() >= 1);
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest_version());
+    }
+}
