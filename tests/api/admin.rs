@@ -1,0 +1,431 @@
+//! The key lifecycle through the admin API and the CLI: create, list,
+//! rotate with overlap, revoke, audit; the admin token; secrets never
+//! stored or logged in the clear.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[test]
+fn create_list_sign_without_ever_listing_secrets() {
+    let app = spawn_app();
+    let created = app.admin("POST", "/admin/apps", Some(json!({ "name": "Globex" })));
+    assert_eq!(created.status, 201);
+    let app_id = created.body["app_id"].as_str().unwrap();
+    assert_eq!(created.body["name"], "Globex");
+    assert!(created.body["created_at"].as_str().unwrap().ends_with('Z'));
+
+    let apps = app.admin("GET", "/admin/apps", None);
+    assert_eq!(apps.status, 200);
+    assert!(apps.body["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["app_id"] == app_id));
+
+    let key = app.create_key_for(app_id, None);
+    assert!(key.key_id.starts_with("pk_") && key.key_id.len() >= 27);
+    assert!(key.key_id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert!(key.secret.starts_with("sk_") && key.secret.len() >= 46);
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+
+    let listed = app.admin("GET", &format!("/admin/apps/{app_id}/keys"), None);
+    assert_eq!(listed.status, 200);
+    let keys = listed.body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["key_id"], key.key_id.as_str());
+    assert_eq!(keys[0]["status"], "active");
+    for field in ["created_at", "expires_at", "revoked_at", "last_used_at"] {
+        assert!(keys[0].get(field).is_some(), "{field}");
+    }
+    assert!(!listed.body.to_string().contains(&key.secret));
+    assert!(keys[0].get("secret").is_none());
+}
+
+#[test]
+fn rotation_overlaps_then_the_old_key_expires() {
+    let app = spawn_app();
+    let old = app.create_key();
+    let rotated = app.admin(
+        "POST",
+        &format!("/admin/keys/{}/rotate", old.key_id),
+        Some(json!({ "grace_seconds": 2 })),
+    );
+    assert_eq!(rotated.status, 201, "{:?}", rotated.body);
+    let new = TestKey {
+        key_id: rotated.body["key_id"].as_str().unwrap().into(),
+        secret: rotated.body["secret"].as_str().unwrap().into(),
+        app_id: old.app_id.clone(),
+    };
+    assert_eq!(rotated.body["app_id"], old.app_id.as_str());
+    assert_ne!(new.key_id, old.key_id);
+
+    // During the grace both work; the old one is listed as expiring.
+    assert_eq!(app.signed(&old, "GET", "/v1/whoami", b"").status, 200);
+    assert_eq!(app.signed(&new, "GET", "/v1/whoami", b"").status, 200);
+    let keys = app
+        .admin("GET", &format!("/admin/apps/{}/keys", old.app_id), None)
+        .body;
+    let status_of = |keys: &Value, id: &str| {
+        keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status_of(&keys, &old.key_id), "expiring");
+    assert_eq!(status_of(&keys, &new.key_id), "active");
+
+    std::thread::sleep(Duration::from_millis(3100));
+    let answer = app.signed(&old, "GET", "/v1/whoami", b"");
+    assert_eq!((answer.status, answer.code()), (401, "key_expired"));
+    assert_eq!(app.signed(&new, "GET", "/v1/whoami", b"").status, 200);
+    let keys = app
+        .admin("GET", &format!("/admin/apps/{}/keys", old.app_id), None)
+        .body;
+    assert_eq!(status_of(&keys, &old.key_id), "expired");
+}
+
+#[test]
+fn rotation_defaults_to_a_day_of_grace() {
+    let app = spawn_app();
+    let old = app.create_key();
+    let before = now();
+    let rotated = app.admin("POST", &format!("/admin/keys/{}/rotate", old.key_id), None);
+    assert_eq!(rotated.status, 201, "{:?}", rotated.body);
+    let info = app.admin("GET", &format!("/admin/keys/{}", old.key_id), None);
+    let expires = time::OffsetDateTime::parse(
+        info.body["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!((expires - (before + 86_400)).abs() <= 2, "{expires}");
+}
+
+#[test]
+fn revocation_applies_to_the_very_next_request() {
+    let app = spawn_app();
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    let revoked = app.admin("POST", &format!("/admin/keys/{}/revoke", key.key_id), None);
+    assert_eq!(revoked.status, 200);
+    assert_eq!(revoked.body["status"], "revoked");
+    let answer = app.signed(&key, "GET", "/v1/whoami", b"");
+    assert_eq!((answer.status, answer.code()), (401, "key_revoked"));
+    // Idempotent.
+    assert_eq!(
+        app.admin("POST", &format!("/admin/keys/{}/revoke", key.key_id), None)
+            .status,
+        200
+    );
+}
+
+#[test]
+fn admin_token_is_required_and_checked() {
+    let app = spawn_app();
+    let none = app.admin_with_token("GET", "/admin/apps", None, None);
+    assert_eq!((none.status, none.code()), (401, "missing_authorization"));
+    let wrong = app.admin_with_token("GET", "/admin/apps", None, Some("x".repeat(40).as_str()));
+    assert_eq!((wrong.status, wrong.code()), (401, "invalid_admin_token"));
+    let wrong = app.admin_with_token(
+        "POST",
+        "/admin/apps",
+        Some(json!({ "name": "x" })),
+        Some(&ADMIN_TOKEN[..20]),
+    );
+    assert_eq!(wrong.status, 401);
+    // Nothing was created by the refused call.
+    assert_eq!(
+        app.admin("GET", "/admin/apps", None).body["apps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    // The public listener has no admin routes at all.
+    let public = ureq::get(&app.url("/admin/apps"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call();
+    assert!(matches!(public, Err(ureq::Error::Status(404, _))));
+}
+
+#[test]
+fn bad_json_and_unknown_ids() {
+    let app = spawn_app();
+    let raw = ureq::post(&app.admin_url("/admin/apps"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send_string("{not json");
+    let Err(ureq::Error::Status(400, response)) = raw else {
+        panic!("expected 400")
+    };
+    let body: Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json");
+
+    let missing_name = app.admin("POST", "/admin/apps", Some(json!({})));
+    assert_eq!(
+        (missing_name.status, missing_name.code()),
+        (400, "invalid_request")
+    );
+    let typo = app.admin(
+        "POST",
+        "/admin/apps/app_x/keys",
+        Some(json!({ "expires": "2030-01-01T00:00:00Z" })),
+    );
+    assert_eq!((typo.status, typo.code()), (400, "invalid_json"));
+
+    let answer = app.admin("POST", "/admin/apps/app_nope/keys", Some(json!({})));
+    assert_eq!((answer.status, answer.code()), (404, "app_not_found"));
+    let answer = app.admin("GET", "/admin/apps/app_nope/keys", None);
+    assert_eq!((answer.status, answer.code()), (404, "app_not_found"));
+    for action in ["rotate", "revoke"] {
+        let answer = app.admin("POST", &format!("/admin/keys/pk_nope/{action}"), None);
+        assert_eq!(
+            (answer.status, answer.code()),
+            (404, "key_not_found"),
+            "{action}"
+        );
+    }
+
+    let key = app.create_key();
+    let past = app.admin(
+        "POST",
+        &format!("/admin/apps/{}/keys", key.app_id),
+        Some(json!({ "expires_at": "2001-01-01T00:00:00Z" })),
+    );
+    assert_eq!((past.status, past.code()), (400, "invalid_request"));
+    let garbage = app.admin(
+        "POST",
+        &format!("/admin/apps/{}/keys", key.app_id),
+        Some(json!({ "expires_at": "tomorrow" })),
+    );
+    assert_eq!((garbage.status, garbage.code()), (400, "invalid_request"));
+    let grace = app.admin(
+        "POST",
+        &format!("/admin/keys/{}/rotate", key.key_id),
+        Some(json!({ "grace_seconds": -5 })),
+    );
+    assert_eq!((grace.status, grace.code()), (400, "invalid_request"));
+}
+
+#[test]
+fn audit_log_records_every_change_newest_first() {
+    let app = spawn_app();
+    let key = app.create_key();
+    app.admin(
+        "POST",
+        &format!("/admin/keys/{}/rotate", key.key_id),
+        Some(json!({ "grace_seconds": 60 })),
+    );
+    app.admin("POST", &format!("/admin/keys/{}/revoke", key.key_id), None);
+    let audit = app.admin("GET", "/admin/audit", None);
+    assert_eq!(audit.status, 200);
+    let actions: Vec<&str> = audit.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.revoke", "key.rotate", "key.create", "app.create"]
+    );
+    let newest = &audit.body["events"][0];
+    assert_eq!(newest["key_id"], key.key_id.as_str());
+    assert!(newest["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("admin-api@127.0.0.1"));
+    assert!(!audit.body.to_string().contains("sk_"));
+}
+
+#[test]
+fn last_used_is_recorded_in_batches() {
+    let app = spawn_app();
+    let key = app.create_key();
+    let listed = || {
+        app.admin("GET", &format!("/admin/apps/{}/keys", key.app_id), None)
+            .body["keys"][0]
+            .clone()
+    };
+    assert!(listed()["last_used_at"].is_null());
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    while listed()["last_used_at"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last_used_at never written"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cli(db: &std::path::Path, args: &[&str]) -> Value {
+    let output = Command::new(keygate_bin())
+        .args(args)
+        .arg("--json")
+        .env("KEYGATE_DB", db)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "keygate {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// The CLI works on the database file while a server runs on it: what it
+/// creates works at once, what it revokes is refused at once.
+#[test]
+fn cli_changes_reach_a_running_server_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    let server = Binary::serve(&db, &[]);
+    let app = server.app();
+
+    let created = cli(&db, &["app", "create", "Initech"]);
+    let app_id = created["app_id"].as_str().unwrap();
+    let listed = cli(&db, &["app", "list"]);
+    assert!(listed["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "Initech"));
+    let key = cli(&db, &["key", "create", app_id]);
+    let key = TestKey {
+        key_id: key["key_id"].as_str().unwrap().into(),
+        secret: key["secret"].as_str().unwrap().into(),
+        app_id: app_id.into(),
+    };
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+
+    let rotated = cli(&db, &["key", "rotate", &key.key_id, "--grace", "1h"]);
+    assert!(rotated["secret"].as_str().unwrap().starts_with("sk_"));
+    let keys = cli(&db, &["key", "list", app_id]);
+    assert_eq!(keys["keys"].as_array().unwrap().len(), 2);
+    assert!(!keys.to_string().contains("sk_"));
+
+    let revoked = cli(&db, &["key", "revoke", &key.key_id]);
+    assert_eq!(revoked["status"], "revoked");
+    let answer = app.signed(&key, "GET", "/v1/whoami", b"");
+    assert_eq!((answer.status, answer.code()), (401, "key_revoked"));
+
+    let audit = cli(&db, &["audit"]);
+    assert_eq!(audit["events"][0]["action"], "key.revoke");
+    assert!(audit["events"][0]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli:"));
+}
+
+/// The secret is searched for, as bytes, in every file the server wrote and
+/// in its log; only the master-key-sealed ciphertext may be there.
+#[test]
+fn secrets_are_not_in_the_database_files_or_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    let server = Binary::serve(&db, &[("KEYGATE_LOG", "debug")]);
+    let app = server.app();
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    let bad = TestKey {
+        secret: "sk_wrong".into(),
+        ..key.clone()
+    };
+    assert_eq!(
+        app.signed(&bad, "GET", "/v1/whoami", b"").code(),
+        "signature_mismatch"
+    );
+    let rotated = app.admin("POST", &format!("/admin/keys/{}/rotate", key.key_id), None);
+    let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let secrets = [key.secret.as_str(), new_secret.as_str()];
+    let random_part = |s: &str| s[3..].to_owned();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in secrets {
+            let needle = random_part(secret);
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "secret found in {}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "database, WAL and key files were checked");
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("refused"), "the log was captured");
+    for secret in secrets {
+        assert!(
+            !log.contains(&random_part(secret)),
+            "secret found in the log"
+        );
+    }
+}
+
+#[test]
+fn short_admin_token_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(keygate_bin())
+        .arg("serve")
+        .env("KEYGATE_DB", dir.path().join("k.db"))
+        .env("KEYGATE_LISTEN", "127.0.0.1:0")
+        .env("KEYGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("KEYGATE_ADMIN_TOKEN", "too-short")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("at least 32 characters"), "{stderr}");
+}
+
+#[test]
+fn generated_admin_token_file_is_private_and_works() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    let mut child = Command::new(keygate_bin())
+        .arg("serve")
+        .env("KEYGATE_DB", &db)
+        .env("KEYGATE_LISTEN", "127.0.0.1:0")
+        .env("KEYGATE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env_remove("KEYGATE_ADMIN_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let token_path = dir.path().join("keygate.db.admin-token");
+    let key_path = dir.path().join("keygate.db.master-key");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(token_path.exists() && key_path.exists()) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    child.wait().unwrap();
+    for path in [&token_path, &key_path, &db] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    assert!(token.trim().len() >= 32);
+    assert!(
+        stderr.contains("keygate.db.admin-token"),
+        "the token's path is logged: {stderr}"
+    );
+    assert!(
+        !stderr.contains(token.trim()),
+        "the token itself is never logged"
+    );
+}

@@ -1,0 +1,133 @@
+//! The nonce window's promises: an accepted pair survives kill -9, two
+//! processes on one database file never both accept a pair, the request
+//! is refused (503) when the pair cannot be recorded, and expired pairs are
+//! purged.
+
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::helpers::*;
+
+#[test]
+fn accepted_nonce_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+
+    let server = Binary::serve(&db, &[]);
+    let app = server.app();
+    let key = app.create_key();
+    let signed = Signing::new(&key, "POST", "/v1/echo", b"transfer 100");
+    let first = app.send(
+        "POST",
+        "/v1/echo",
+        b"transfer 100",
+        Some(&signed.authorization()),
+    );
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    // No graceful shutdown: whatever was acknowledged must already be on disk.
+    server.kill_9();
+
+    let restarted = Binary::serve(&db, &[]);
+    let app = restarted.app();
+    let replay = app.send(
+        "POST",
+        "/v1/echo",
+        b"transfer 100",
+        Some(&signed.authorization()),
+    );
+    assert_eq!(
+        (replay.status, replay.code()),
+        (401, "nonce_reused"),
+        "{:?}",
+        replay.body
+    );
+    // And the key itself survived, secret and all.
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+}
+
+#[test]
+fn two_processes_on_one_database_accept_a_pair_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    let a = Binary::serve(&db, &[]);
+    let b = Binary::serve(&db, &[]);
+    let key = a.app().create_key();
+    let apps = Arc::new([a.app(), b.app()]);
+
+    for round in 0..5 {
+        let signed = Signing::new(&key, "POST", "/v1/echo", b"once");
+        let authorization = Arc::new(signed.authorization());
+        let barrier = Arc::new(Barrier::new(20));
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let (apps, authorization, barrier) =
+                    (apps.clone(), authorization.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let answer =
+                        apps[i % 2].send("POST", "/v1/echo", b"once", Some(&authorization));
+                    (answer.status, answer.code().to_owned())
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        let accepted = results.iter().filter(|(s, _)| *s == 200).count();
+        let replays = results.iter().filter(|(_, c)| c == "nonce_reused").count();
+        assert_eq!((accepted, replays), (1, 19), "round {round}: {results:?}");
+    }
+}
+
+#[test]
+fn refuses_with_503_when_the_nonce_cannot_be_recorded() {
+    let app = spawn_app_with(|c| c.store.busy_timeout = Duration::from_millis(200));
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+
+    // Another connection takes the database's write lock and keeps it
+    // longer than keygate's busy timeout.
+    let mut blocker = Connection::open(&app.db_path).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let signed = Signing::new(&key, "GET", "/v1/whoami", b"");
+    let refused = app.send("GET", "/v1/whoami", b"", Some(&signed.authorization()));
+    assert_eq!(
+        (refused.status, refused.code()),
+        (503, "unavailable"),
+        "{:?}",
+        refused.body
+    );
+    tx.rollback().unwrap();
+
+    // Fail closed means nothing was recorded either: the same request is
+    // accepted once the database is writable again.
+    let retried = app.send("GET", "/v1/whoami", b"", Some(&signed.authorization()));
+    assert_eq!(retried.status, 200, "{:?}", retried.body);
+}
+
+#[test]
+fn expired_nonces_are_purged() {
+    let app = spawn_app_with(|c| c.skew_secs = 1);
+    let key = app.create_key();
+    for _ in 0..20 {
+        assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    }
+    let count = || -> i64 {
+        Connection::open(&app.db_path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM nonces", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(count() >= 20);
+    // Rows live until ts + skew + 1 (here ~2 s); housekeeping runs every 2 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nonces were not purged"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,368 @@
+//! Starting the real server (in-process on random loopback ports, or the
+//! real binary) and talking to it over real HTTP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use keygate::config::Config;
+use keygate::http::Application;
+use keygate::signature::{self, BodyHash, SignedParts};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghijkl";
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub fn fresh_nonce() -> String {
+    keygate::cli::new_nonce()
+}
+
+#[derive(Clone, Debug)]
+pub struct TestKey {
+    pub key_id: String,
+    pub secret: String,
+    pub app_id: String,
+}
+
+pub struct TestApp {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub db_path: PathBuf,
+    /// Holds the database directory for in-process servers.
+    pub _dir: Option<TempDir>,
+}
+
+/// A server on random loopback ports with a fresh database.
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {})
+}
+
+pub fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("keygate.db");
+    let mut config = Config::new(&db_path);
+    config.listen = "127.0.0.1:0".into();
+    config.admin_listen = "127.0.0.1:0".into();
+    config.admin_token = Some(ADMIN_TOKEN.into());
+    config.workers = Some(2);
+    adjust(&mut config);
+    let (public, admin) = spawn_in_thread(config);
+    TestApp {
+        public,
+        admin,
+        db_path,
+        _dir: Some(dir),
+    }
+}
+
+/// Runs the very `Application` the binary runs, in its own actix system on
+/// a background thread; it lives until the test process ends.
+pub fn spawn_in_thread(config: Config) -> (SocketAddr, SocketAddr) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            match Application::build(config) {
+                Ok(app) => {
+                    tx.send(Ok((app.public_addr(), app.admin_addr()))).unwrap();
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(e) => tx.send(Err(e)).unwrap(),
+            }
+        })
+    });
+    rx.recv().unwrap().expect("server starts")
+}
+
+/// An HTTP answer: status, headers (lowercase names) and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Answer {
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = response.header(&n).unwrap_or("").to_owned();
+            (n, v)
+        })
+        .collect();
+    let text = response.into_string().unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// How to sign: every field can be overridden to build a tampered request.
+#[derive(Clone)]
+pub struct Signing<'a> {
+    pub key: &'a TestKey,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub body: &'a [u8],
+    pub timestamp: String,
+    pub nonce: String,
+}
+
+impl<'a> Signing<'a> {
+    pub fn new(key: &'a TestKey, method: &'a str, target: &'a str, body: &'a [u8]) -> Self {
+        Signing {
+            key,
+            method,
+            target,
+            body,
+            timestamp: now().to_string(),
+            nonce: fresh_nonce(),
+        }
+    }
+
+    pub fn authorization(&self) -> String {
+        signature::authorization_header(
+            &self.key.secret,
+            &SignedParts {
+                key_id: &self.key.key_id,
+                timestamp: &self.timestamp,
+                nonce: &self.nonce,
+                method: self.method,
+                request_target: self.target,
+                body_hash: BodyHash::of(self.body),
+            },
+        )
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, target: &str) -> String {
+        format!("http://{}{}", self.public, target)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Sends `method target` with `body` and the given Authorization header
+    /// (or none), over a real connection.
+    pub fn send(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        authorization: Option<&str>,
+    ) -> Answer {
+        let mut req = ureq::request(method, &self.url(target));
+        if let Some(auth) = authorization {
+            req = req.set("Authorization", auth);
+        }
+        answer(if body.is_empty() {
+            req.call()
+        } else {
+            req.send_bytes(body)
+        })
+    }
+
+    /// A correctly signed request with a fresh nonce.
+    pub fn signed(&self, key: &TestKey, method: &str, target: &str, body: &[u8]) -> Answer {
+        let signing = Signing::new(key, method, target, body);
+        self.send(method, target, body, Some(&signing.authorization()))
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        self.admin_with_token(method, path, body, Some(ADMIN_TOKEN))
+    }
+
+    pub fn admin_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Answer {
+        let mut req = ureq::request(method, &self.admin_url(path));
+        if let Some(token) = token {
+            req = req.set("Authorization", &format!("Bearer {token}"));
+        }
+        answer(match body {
+            Some(json) => req
+                .set("Content-Type", "application/json")
+                .send_string(&json.to_string()),
+            None => req.call(),
+        })
+    }
+
+    /// A new application with one key, through the admin API.
+    pub fn create_key(&self) -> TestKey {
+        let app = self.admin(
+            "POST",
+            "/admin/apps",
+            Some(serde_json::json!({ "name": "Acme Corp" })),
+        );
+        assert_eq!(app.status, 201, "{:?}", app.body);
+        let app_id = app.body["app_id"].as_str().unwrap().to_owned();
+        self.create_key_for(&app_id, None)
+    }
+
+    pub fn create_key_for(&self, app_id: &str, expires_at: Option<&str>) -> TestKey {
+        let body = match expires_at {
+            Some(at) => serde_json::json!({ "expires_at": at }),
+            None => serde_json::json!({}),
+        };
+        let key = self.admin("POST", &format!("/admin/apps/{app_id}/keys"), Some(body));
+        assert_eq!(key.status, 201, "{:?}", key.body);
+        TestKey {
+            key_id: key.body["key_id"].as_str().unwrap().to_owned(),
+            secret: key.body["secret"].as_str().unwrap().to_owned(),
+            app_id: app_id.to_owned(),
+        }
+    }
+}
+
+/// Writes raw bytes on a fresh connection and reads the whole answer: for
+/// requests an HTTP client library would refuse to send (non-ASCII header
+/// bytes, oversized headers).
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The real `keygate` binary, as an operator runs it.
+pub struct Binary {
+    pub child: Child,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+    pub db_path: PathBuf,
+    /// Everything the process wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn keygate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keygate")
+}
+
+impl Binary {
+    /// Starts `keygate serve` on `db` with random ports and waits until it
+    /// listens (it logs both addresses).
+    pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Binary {
+        let mut child = Command::new(keygate_bin())
+            .arg("serve")
+            .env("KEYGATE_DB", db)
+            .env("KEYGATE_LISTEN", "127.0.0.1:0")
+            .env("KEYGATE_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("KEYGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log_writer.lock().unwrap().push_str(&format!("{line}\n"));
+                if !sent && line.contains("keygate listening") {
+                    let addr = |name: &str| -> SocketAddr {
+                        let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+                        line[start..]
+                            .split_whitespace()
+                            .next()
+                            .unwrap()
+                            .parse()
+                            .unwrap()
+                    };
+                    tx.send((addr("public"), addr("admin"))).unwrap();
+                    sent = true;
+                }
+            }
+        });
+        let (public, admin) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "keygate serve did not start listening: {}",
+                    log.lock().unwrap()
+                )
+            });
+        Binary {
+            child,
+            public,
+            admin,
+            db_path: db.to_owned(),
+            log,
+        }
+    }
+
+    /// The same helpers as for an in-process server.
+    pub fn app(&self) -> TestApp {
+        TestApp {
+            public: self.public,
+            admin: self.admin,
+            db_path: self.db_path.clone(),
+            _dir: None,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,9 @@
+//! One integration-test crate (one link, one binary): every test starts the
+//! real server, in-process on random loopback ports or as the real binary,
+//! with its own temporary SQLite file, and talks to it over real HTTP.
+
+mod admin;
+mod durability;
+mod helpers;
+mod kg1;
+mod vectors;
