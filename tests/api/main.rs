@@ -3,6 +3,7 @@
 //! with its own temporary SQLite file, and talks to it over real HTTP.
 
 mod admin;
+mod clients;
 mod durability;
 mod helpers;
 mod kg1;
