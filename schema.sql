@@ -28,17 +28,23 @@ CREATE TABLE keys (
 );
 CREATE INDEX keys_by_app ON keys(app_id, created_at);
 
--- The replay window: a (key_id, nonce) pair is accepted at most once. The
--- primary key is what makes that true across threads and processes.
--- `expires_at` is ts + skew (+1 s): until then the timestamp check alone
--- would not refuse a replay, after it the row may be purged.
-CREATE TABLE nonces (
+-- The replay window, as an append-only log: one row per accepted
+-- (key_id, nonce) pair. Rows are only ever appended at the end of the id
+-- order, so a commit dirties a page or two instead of one page per row (a
+-- unique index on random nonces costs ~4x the throughput in WAL writes).
+-- Uniqueness is enforced by the nonce writer (src/store/nonce_window.rs):
+-- inside its write transaction, which SQLite serialises across every
+-- process, it first reads all rows appended since its last transaction,
+-- then checks and appends. AUTOINCREMENT keeps ids strictly increasing even
+-- after a purge empties the table, which that catch-up relies on.
+-- `expires_at` is ts + skew + 1: until then the timestamp check alone would
+-- not refuse a replay; after it the row may be purged.
+CREATE TABLE nonce_log (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     key_id      TEXT NOT NULL,
     nonce       TEXT NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    PRIMARY KEY (key_id, nonce)
-) WITHOUT ROWID;
-CREATE INDEX nonces_by_expiry ON nonces(expires_at);
+    expires_at  INTEGER NOT NULL
+);
 
 -- Every admin change: who, what, when, which ids; never a secret.
 CREATE TABLE audit_events (

@@ -8,6 +8,7 @@
 //! - [`http`]: the public and admin listeners (actix-web).
 //! - [`error`]: the one error type and its mapping to HTTP answers.
 //! - [`cli`]: the `keygate` command line.
+//! - [`load_generator`]: `keygate bench`, signed vs unauthenticated load.
 
 pub mod cli;
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod http;
+pub mod load_generator;
 pub mod signature;
 pub mod store;
 

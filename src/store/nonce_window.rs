@@ -1,23 +1,35 @@
 //! The replay window: one writer thread owns the write connection and
 //! records (key_id, nonce) pairs in shared transactions.
 //!
-//! Why one thread and shared commits: a commit is the expensive part
-//! (SQLite in WAL mode does ~24k single-row commits/s here, ~60k rows/s
-//! when a thousand rows share one). Requests queue their pair with a reply
-//! channel; the writer takes everything queued (up to `MAX_BATCH`), inserts
-//! it in one transaction and answers each request only after the commit.
-//! A request is therefore never accepted before its nonce is durable.
+//! Why one thread and shared commits: a commit is the expensive part.
+//! Requests queue their pair with a reply channel; the writer takes
+//! everything queued (up to `MAX_BATCH`), checks and appends it in one
+//! transaction and answers each request only after the commit. A request is
+//! therefore never accepted before its nonce is durable.
 //!
-//! Why it is safe across processes: the primary key (key_id, nonce) makes
-//! the insert-if-absent atomic in SQLite itself, so two keygate processes on
-//! one file can never both record the same pair.
+//! Why an append-only log with an in-memory index: with a unique index on
+//! (key_id, nonce), every row lands on a random B-tree page and every commit
+//! writes one WAL page per row; appending rows in id order writes a page or
+//! two per commit. Lookups go to [`SeenNonces`], a set of keyed 64-bit
+//! hashes of the pairs in the window, rebuilt from the log at start-up.
+//!
+//! Why it is safe across processes: SQLite lets one write transaction run at
+//! a time across every process on the file. Inside it, the writer first
+//! reads every row appended since its previous transaction (ids only grow:
+//! AUTOINCREMENT), so its set holds every pair committed by anyone, then
+//! checks and appends. No pair can be accepted twice.
 //!
 //! Inside the same transaction the writer re-reads the key's revocation and
 //! expiry, so a key revoked by another process is refused even before this
 //! process's cache has noticed.
 
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
+
+use nohash_hasher::IntSet;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -61,7 +73,7 @@ impl NonceWindow {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("keygate-nonce-writer".into())
-            .spawn(move || Writer { conn }.run(queue))
+            .spawn(move || Writer::new(conn).run(queue))
             .expect("spawn nonce writer thread");
         NonceWindow { jobs }
     }
@@ -103,11 +115,108 @@ impl NonceWindow {
     }
 }
 
+/// The pairs in the window, as keyed 64-bit hashes (SipHash with a random
+/// per-process key), indexed by expiry for purging. A hash collision can
+/// only make a fresh pair look used (a spurious `nonce_reused`, odds about
+/// window_size / 2^64 per request), never let a used one through.
+struct SeenNonces {
+    hasher: RandomState,
+    set: IntSet<u64>,
+    by_expiry: BTreeMap<i64, Vec<u64>>,
+}
+
+impl SeenNonces {
+    fn new() -> Self {
+        SeenNonces {
+            hasher: RandomState::new(),
+            set: IntSet::default(),
+            by_expiry: BTreeMap::new(),
+        }
+    }
+
+    fn hash(&self, key_id: &str, nonce: &str) -> u64 {
+        self.hasher.hash_one((key_id, nonce))
+    }
+
+    /// False when the pair is already in the window.
+    fn insert(&mut self, hash: u64, expires_at: i64) -> bool {
+        if !self.set.insert(hash) {
+            return false;
+        }
+        self.by_expiry.entry(expires_at).or_default().push(hash);
+        true
+    }
+
+    /// Undoes `insert` for a transaction that did not commit.
+    fn forget(&mut self, hash: u64, expires_at: i64) {
+        self.set.remove(&hash);
+        if let Some(bucket) = self.by_expiry.get_mut(&expires_at) {
+            bucket.retain(|h| *h != hash);
+        }
+    }
+
+    fn purge(&mut self, now: i64) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if *entry.key() >= now {
+                break;
+            }
+            for hash in entry.remove() {
+                self.set.remove(&hash);
+            }
+        }
+    }
+}
+
 struct Writer {
     conn: Connection,
+    seen: SeenNonces,
+    /// The highest log id this writer has read or written.
+    last_seen_id: i64,
 }
 
 impl Writer {
+    fn new(conn: Connection) -> Writer {
+        let mut writer = Writer {
+            conn,
+            seen: SeenNonces::new(),
+            last_seen_id: 0,
+        };
+        // Load the window now rather than inside the first request's
+        // transaction (one SELECT reads one consistent snapshot); the first
+        // write transaction catches up whatever is appended meanwhile.
+        if let Err(e) = Self::catch_up_on(&writer.conn, &mut writer.seen, &mut writer.last_seen_id)
+        {
+            tracing::warn!(error = %e, "could not preload the nonce window; the first batch will");
+        }
+        writer
+    }
+
+    /// Adds every pair appended since `last_seen_id` (by this or another
+    /// process) to the set.
+    fn catch_up_on(
+        conn: &Connection,
+        seen: &mut SeenNonces,
+        last_seen_id: &mut i64,
+    ) -> rusqlite::Result<()> {
+        let now = clock::now();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, key_id, nonce, expires_at FROM nonce_log WHERE id > ?1 ORDER BY id",
+        )?;
+        let mut rows = stmt.query([*last_seen_id])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let expires_at: i64 = row.get(3)?;
+            if expires_at >= now {
+                let key_id = row.get_ref(1)?.as_str()?;
+                let nonce = row.get_ref(2)?.as_str()?;
+                let hash = seen.hash(key_id, nonce);
+                seen.insert(hash, expires_at);
+            }
+            *last_seen_id = id;
+        }
+        Ok(())
+    }
+
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = queue.blocking_recv() {
@@ -140,13 +249,18 @@ impl Writer {
         }
 
         if !records.is_empty() || !touches.is_empty() {
-            match self.record_batch(&records, &touches) {
+            let mut added = Vec::new();
+            match self.record_batch(&records, &touches, &mut added) {
                 Ok(outcomes) => {
                     for ((.., reply), outcome) in records.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
                 }
                 Err(e) => {
+                    // Nothing was committed: the set must not remember it.
+                    for (hash, expires_at) in added {
+                        self.seen.forget(hash, expires_at);
+                    }
                     tracing::error!(error = %e, rows = records.len(), "nonce window cannot record; refusing these requests (fail closed)");
                     for (.., reply) in records {
                         let _ = reply.send(Err(Error::Unavailable(e.to_string())));
@@ -155,7 +269,8 @@ impl Writer {
             }
         }
         if let Some(now) = purge_at {
-            if let Err(e) = self.purge(now) {
+            self.seen.purge(now);
+            if let Err(e) = self.purge_log(now) {
                 tracing::warn!(error = %e, "nonce purge failed; will retry");
             }
         }
@@ -163,33 +278,53 @@ impl Writer {
 
     /// One transaction for the whole batch. The outcome of each record is
     /// only meaningful if the commit succeeds, which is why it is returned
-    /// rather than sent from inside the transaction.
+    /// rather than sent from inside the transaction. `added` collects what
+    /// went into the set, so a failed commit can take it out again.
     fn record_batch(
         &mut self,
         records: &[(Arc<str>, Box<str>, i64, Reply)],
         touches: &[(Arc<str>, i64)],
+        added: &mut Vec<(u64, i64)>,
     ) -> rusqlite::Result<Vec<Result<(), Error>>> {
         let now = clock::now();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::catch_up_on(&tx, &mut self.seen, &mut self.last_seen_id)?;
         let mut outcomes = Vec::with_capacity(records.len());
+        let mut appended = false;
         {
+            // A batch is usually one or a few keys: read each key's state
+            // once per transaction, not once per row.
+            let mut key_states: HashMap<&str, Result<(), Error>> = HashMap::new();
             let mut key_state =
                 tx.prepare_cached("SELECT expires_at, revoked_at FROM keys WHERE key_id = ?1")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO nonces(key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            let mut append = tx.prepare_cached(
+                "INSERT INTO nonce_log(key_id, nonce, expires_at) VALUES (?1, ?2, ?3)",
             )?;
             for (key_id, nonce, expires_at, _) in records {
-                let state: Option<(Option<i64>, Option<i64>)> = key_state
-                    .query_row([&**key_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                let outcome = match state {
-                    None => Err(Error::UnknownKey),
-                    Some((_, Some(_))) => Err(Error::KeyRevoked),
-                    Some((Some(expires), None)) if now >= expires => Err(Error::KeyExpired),
-                    Some(_) => {
-                        if insert.execute(params![&**key_id, &**nonce, expires_at])? == 1 {
+                if !key_states.contains_key(&**key_id) {
+                    let state: Option<(Option<i64>, Option<i64>)> = key_state
+                        .query_row([&**key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    let usable = match state {
+                        None => Err(Error::UnknownKey),
+                        Some((_, Some(_))) => Err(Error::KeyRevoked),
+                        Some((Some(expires), None)) if now >= expires => Err(Error::KeyExpired),
+                        Some(_) => Ok(()),
+                    };
+                    key_states.insert(key_id, usable);
+                }
+                let outcome = match &key_states[&**key_id] {
+                    Err(Error::UnknownKey) => Err(Error::UnknownKey),
+                    Err(Error::KeyRevoked) => Err(Error::KeyRevoked),
+                    Err(_) => Err(Error::KeyExpired),
+                    Ok(()) => {
+                        let hash = self.seen.hash(key_id, nonce);
+                        if self.seen.insert(hash, *expires_at) {
+                            added.push((hash, *expires_at));
+                            append.execute(params![&**key_id, &**nonce, expires_at])?;
+                            appended = true;
                             Ok(())
                         } else {
                             Err(Error::NonceReused)
@@ -205,17 +340,25 @@ impl Writer {
                 touch.execute(params![&**key_id, used_at])?;
             }
         }
+        let last_id = tx.last_insert_rowid();
         tx.commit()?;
+        if appended {
+            self.last_seen_id = self.last_seen_id.max(last_id);
+        }
         Ok(outcomes)
     }
 
-    fn purge(&mut self, now: i64) -> rusqlite::Result<()> {
+    /// Deletes expired rows from the oldest end of the log, a chunk at a
+    /// time so the write lock is never held for long. A row whose timestamp
+    /// was ahead of the clock may outlive younger ones; it stays until it
+    /// expires, and the chunk moves on past it next time.
+    fn purge_log(&mut self, now: i64) -> rusqlite::Result<()> {
         let mut stmt = self.conn.prepare_cached(
-            "DELETE FROM nonces WHERE (key_id, nonce) IN \
-             (SELECT key_id, nonce FROM nonces WHERE expires_at < ?1 LIMIT ?2)",
+            "DELETE FROM nonce_log WHERE expires_at < ?1 AND id IN \
+             (SELECT id FROM nonce_log ORDER BY id LIMIT ?2)",
         )?;
         for _ in 0..PURGE_MAX_CHUNKS {
-            if stmt.execute(params![now, PURGE_CHUNK as i64])? < PURGE_CHUNK {
+            if stmt.execute(params![now, PURGE_CHUNK as i64])? == 0 {
                 break;
             }
         }

@@ -117,7 +117,7 @@ fn expired_nonces_are_purged() {
     let count = || -> i64 {
         Connection::open(&app.db_path)
             .unwrap()
-            .query_row("SELECT count(*) FROM nonces", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM nonce_log", [], |r| r.get(0))
             .unwrap()
     };
     assert!(count() >= 20);
