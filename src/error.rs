@@ -33,6 +33,8 @@ pub enum Error {
         "this Nonce was already used with this key; send a fresh random nonce with every request"
     )]
     NonceReused,
+    #[error("the signature expired at {expires} (server_time {server_time}); sign again")]
+    SignatureExpired { server_time: i64, expires: i64 },
     #[error("the signature does not match; compare the server's string_to_sign below with the one you signed, line by line (method, path and query exactly as sent, SHA-256 of the exact body bytes)")]
     SignatureMismatch { string_to_sign: String },
     #[error("{0}")]
@@ -75,7 +77,9 @@ impl Error {
             Error::UnknownKey => "unknown_key",
             Error::KeyRevoked => "key_revoked",
             Error::KeyExpired => "key_expired",
-            Error::TimestampOutOfRange { .. } => "timestamp_out_of_range",
+            Error::TimestampOutOfRange { .. } | Error::SignatureExpired { .. } => {
+                "timestamp_out_of_range"
+            }
             Error::NonceReused => "nonce_reused",
             Error::SignatureMismatch { .. } => "signature_mismatch",
             Error::ContentDigestMismatch(_) => "content_digest_mismatch",
@@ -101,6 +105,9 @@ impl Error {
             } => {
                 extra.insert("server_time".into(), json!(server_time));
                 extra.insert("allowed_skew_secs".into(), json!(skew));
+            }
+            Error::SignatureExpired { server_time, .. } => {
+                extra.insert("server_time".into(), json!(server_time));
             }
             Error::SignatureMismatch { string_to_sign } => {
                 extra.insert("string_to_sign".into(), json!(string_to_sign));
@@ -129,6 +136,7 @@ impl ResponseError for Error {
             | Error::KeyRevoked
             | Error::KeyExpired
             | Error::TimestampOutOfRange { .. }
+            | Error::SignatureExpired { .. }
             | Error::NonceReused
             | Error::SignatureMismatch { .. }
             | Error::ContentDigestMismatch(_)

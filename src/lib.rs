@@ -3,6 +3,7 @@
 //!
 //! - [`signature`]: the KG1 scheme itself, pure (no I/O); shared by the
 //!   server, the CLI and the client examples.
+//! - [`rfc9421`]: RFC 9421 HTTP Message Signatures (hmac-sha256), pure too.
 //! - [`credentials`]: key ids, secrets, the admin token and the master key.
 //! - [`store`]: SQLite: applications, keys, the nonce window, the audit log.
 //! - [`http`]: the public and admin listeners (actix-web).
@@ -17,6 +18,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod load_generator;
+pub mod rfc9421;
 pub mod signature;
 pub mod store;
 

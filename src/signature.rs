@@ -269,6 +269,19 @@ impl SigningKey {
         )
     }
 
+    /// A key from raw bytes (RFC 9421's own test vector uses a binary key).
+    pub fn from_bytes(key: &[u8]) -> Self {
+        SigningKey(HmacSha256::new_from_slice(key).expect("HMAC takes any key length"))
+    }
+
+    /// Constant-time check of an HMAC-SHA256 over any message (the RFC 9421
+    /// signature base); a signature of the wrong length simply fails.
+    pub fn verify_bytes(&self, message: &[u8], signature: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(message);
+        mac.verify_slice(signature).is_ok()
+    }
+
     pub fn sign(&self, string_to_sign: &StringToSign) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(string_to_sign.as_str().as_bytes());

@@ -29,6 +29,35 @@ pub struct PublicState {
     pub store: Arc<Store>,
     pub skew_secs: u32,
     pub max_body_bytes: usize,
+    pub public_origin: Option<PublicOrigin>,
+}
+
+/// `KEYGATE_PUBLIC_ORIGIN` split into what RFC 9421's derived components
+/// need: the scheme and the authority (default port omitted).
+#[derive(Debug, Clone)]
+pub struct PublicOrigin {
+    pub scheme: String,
+    pub authority: String,
+}
+
+impl PublicOrigin {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("KEYGATE_PUBLIC_ORIGIN must look like https://api.example.com (got {text:?})")
+        };
+        let url = url::Url::parse(text).map_err(|_| bad())?;
+        if !matches!(url.scheme(), "http" | "https") || url.path() != "/" || url.query().is_some() {
+            return Err(bad());
+        }
+        let host = url.host_str().ok_or_else(bad)?;
+        Ok(PublicOrigin {
+            scheme: url.scheme().to_owned(),
+            authority: match url.port() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            },
+        })
+    }
 }
 
 /// What the admin handlers share.
@@ -64,6 +93,11 @@ impl Application {
                 token
             }
         };
+        let public_origin = config
+            .public_origin
+            .as_deref()
+            .map(PublicOrigin::parse)
+            .transpose()?;
         let store = Store::open(&config.store)?;
 
         let public_listener = TcpListener::bind(&config.listen)
@@ -77,6 +111,7 @@ impl Application {
             store: store.clone(),
             skew_secs: config.skew_secs,
             max_body_bytes: config.max_body_bytes,
+            public_origin,
         });
         let mut public = HttpServer::new(move || {
             App::new()

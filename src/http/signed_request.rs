@@ -24,7 +24,8 @@ use sha2::{Digest, Sha256};
 use super::PublicState;
 use crate::clock;
 use crate::error::Error;
-use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign};
+use crate::rfc9421::{self, MessageSignature, RequestParts};
+use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign, SCHEME};
 use crate::store::CachedKey;
 
 /// A body over the limit is still read and discarded up to this many bytes
@@ -58,7 +59,8 @@ impl FromRequest for SignedRequest {
                     .headers()
                     .get(header::AUTHORIZATION)
                     .and_then(|h| Authorization::parse(h.as_bytes()).ok())
-                    .map(|a| a.key_id.to_owned());
+                    .map(|a| a.key_id.to_owned())
+                    .or_else(|| rfc9421_key_id(&req));
                 tracing::info!(
                     code = e.code(),
                     key_id = key_id.as_deref().unwrap_or("-"),
@@ -75,10 +77,41 @@ impl FromRequest for SignedRequest {
     }
 }
 
+/// KG1 when the Authorization header says so (or when there is nothing
+/// else); RFC 9421 when the request carries Signature-Input instead.
+/// The first keyid of an RFC 9421 request, for the log line.
+fn rfc9421_key_id(req: &HttpRequest) -> Option<String> {
+    let input = field_lines(req, "signature-input").join(", ");
+    let signature = field_lines(req, "signature").join(", ");
+    if input.is_empty() || input.len() > rfc9421::MAX_HEADER_LEN {
+        return None;
+    }
+    rfc9421::parse(&input, &signature)
+        .ok()?
+        .into_iter()
+        .find_map(|(_, sig)| sig.ok().map(|s| s.key_id))
+}
+
 async fn verify(req: &HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
     let state = req
         .app_data::<web::Data<PublicState>>()
         .expect("PublicState is registered on the public app");
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let is_kg1 = authorization.is_some_and(|v| {
+        v.as_bytes().len() >= SCHEME.len()
+            && v.as_bytes()[..SCHEME.len()].eq_ignore_ascii_case(SCHEME.as_bytes())
+    });
+    if !is_kg1 && req.headers().contains_key("signature-input") {
+        return verify_rfc9421(req, payload, state).await;
+    }
+    verify_kg1(req, payload, state).await
+}
+
+async fn verify_kg1(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &PublicState,
+) -> Result<SignedRequest, Error> {
     let now = clock::now();
 
     // 1. The header.
@@ -136,6 +169,141 @@ async fn verify(req: &HttpRequest, payload: Payload) -> Result<SignedRequest, Er
         .await?;
     key.mark_used(now);
     Ok(SignedRequest { key, body })
+}
+
+/// All field lines of a header, in order, as text (RFC 9421 section 2.1).
+fn field_lines(req: &HttpRequest, name: &str) -> Vec<String> {
+    req.headers()
+        .get_all(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect()
+}
+
+/// The same pipeline for RFC 9421 signatures: parse, then for each labelled
+/// signature keygate can verify (hmac-sha256, a known key), the key, clock,
+/// coverage and signature checks; the first one that passes has its nonce
+/// recorded. If none passes, the first label's refusal is the answer.
+async fn verify_rfc9421(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &PublicState,
+) -> Result<SignedRequest, Error> {
+    let now = clock::now();
+    let text = |name: &str| -> Result<Option<String>, Error> {
+        let lines = field_lines(req, name);
+        if lines.iter().any(|l| l.len() > rfc9421::MAX_HEADER_LEN) {
+            return Err(Error::MalformedAuthorization(format!("{name} is too long")));
+        }
+        Ok((!lines.is_empty()).then(|| lines.join(", ")))
+    };
+    let input = text("signature-input")?.ok_or(Error::MissingAuthorization)?;
+    let signature = text("signature")?.ok_or_else(|| {
+        Error::MalformedAuthorization("Signature-Input without a Signature header".into())
+    })?;
+    let parsed = rfc9421::parse(&input, &signature).map_err(Error::MalformedAuthorization)?;
+
+    // Steps 1 to 3 for each label; the body is read once, after.
+    let mut first_error: Option<Error> = None;
+    let mut candidates: Vec<(MessageSignature, Arc<CachedKey>)> = Vec::new();
+    for (_, parsed) in parsed {
+        let checked = parsed
+            .map_err(Error::MalformedAuthorization)
+            .and_then(|sig| {
+                let key = state
+                    .store
+                    .find_key(&sig.key_id)?
+                    .ok_or(Error::UnknownKey)?;
+                key.check_usable(now)?;
+                let offset = sig.created - now;
+                if offset.abs() > i64::from(state.skew_secs) {
+                    return Err(Error::TimestampOutOfRange {
+                        server_time: now,
+                        offset,
+                        skew: state.skew_secs,
+                    });
+                }
+                if let Some(expires) = sig.expires {
+                    if now >= expires {
+                        return Err(Error::SignatureExpired {
+                            server_time: now,
+                            expires,
+                        });
+                    }
+                }
+                Ok((sig, key))
+            });
+        match checked {
+            Ok(candidate) => candidates.push(candidate),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Err(first_error
+            .unwrap_or_else(|| Error::MalformedAuthorization("no signature to verify".into())));
+    }
+
+    // Step 4, per candidate: coverage, signature, then the body's digest.
+    let (body, _) = read_body(req, payload, state.max_body_bytes).await?;
+    let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    // keygate itself speaks plain HTTP; behind a TLS proxy the client signed
+    // the public origin, which only configuration can tell us.
+    let (scheme, authority) = match &state.public_origin {
+        Some(origin) => (origin.scheme.as_str(), origin.authority.as_str()),
+        None => ("http", host),
+    };
+    let lines = |name: &str| field_lines(req, name);
+    let parts = RequestParts {
+        method: req.method().as_str(),
+        scheme,
+        authority,
+        request_target,
+        field_lines: &lines,
+    };
+    for (sig, key) in candidates {
+        let verified = (|| {
+            rfc9421::check_coverage(&sig, request_target, body.is_empty())
+                .map_err(Error::MalformedAuthorization)?;
+            let base =
+                rfc9421::signature_base(&sig, &parts).map_err(Error::MalformedAuthorization)?;
+            if !key
+                .signing_key
+                .verify_bytes(base.as_bytes(), sig.signature())
+            {
+                return Err(Error::SignatureMismatch {
+                    string_to_sign: base,
+                });
+            }
+            if sig.covers("content-digest") {
+                let digest = lines("content-digest").join(", ");
+                rfc9421::check_content_digest(&digest, &body)
+                    .map_err(Error::ContentDigestMismatch)?;
+            }
+            Ok(())
+        })();
+        match verified {
+            Ok(()) => {
+                let remember_until = sig.created + i64::from(state.skew_secs) + 1;
+                state
+                    .store
+                    .record_nonce(&key, &sig.nonce, remember_until)
+                    .await?;
+                key.mark_used(now);
+                return Ok(SignedRequest { key, body });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.expect("a candidate failed"))
 }
 
 /// Reads the whole body, hashing it as it arrives, refusing more than

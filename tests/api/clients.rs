@@ -4,7 +4,7 @@
 //! sign the published vectors exactly. A missing interpreter fails the test.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine;

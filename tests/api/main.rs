@@ -7,4 +7,5 @@ mod clients;
 mod durability;
 mod helpers;
 mod kg1;
+mod rfc9421;
 mod vectors;
