@@ -283,9 +283,6 @@ fn init_logging() {
 
 fn serve(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging();
-    if args.upstream.is_some() {
-        return Err("gateway mode (KEYGATE_UPSTREAM) is not available in this build yet".into());
-    }
     let config = Config {
         listen: args.listen,
         admin_listen: args.admin_listen,

@@ -48,6 +48,10 @@ pub enum Error {
     #[error("keygate cannot record this request right now; retry with a new nonce")]
     Unavailable(String),
 
+    /// Gateway mode: the upstream could not be reached or did not answer.
+    #[error("the upstream service did not answer")]
+    UpstreamUnavailable(String),
+
     // --- admin API ---
     #[error("this call needs Authorization: Bearer <admin token>")]
     AdminTokenMissing,
@@ -87,6 +91,7 @@ impl Error {
             Error::UnreadableBody(_) => "unreadable_body",
             Error::Unavailable(_) => "unavailable",
             Error::AdminTokenInvalid => "invalid_admin_token",
+            Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::InvalidJson(_) => "invalid_json",
             Error::InvalidRequest(_) => "invalid_request",
             Error::AppNotFound(_) => "app_not_found",
@@ -151,6 +156,7 @@ impl ResponseError for Error {
             }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -7,6 +7,7 @@
 //! so the binary and the tests run exactly the same server.
 
 mod admin;
+mod gateway;
 mod public;
 mod signed_request;
 
@@ -98,6 +99,9 @@ impl Application {
             .as_deref()
             .map(PublicOrigin::parse)
             .transpose()?;
+        if let Some(upstream) = &config.upstream {
+            gateway::validate_upstream(upstream)?;
+        }
         let store = Store::open(&config.store)?;
 
         let public_listener = TcpListener::bind(&config.listen)
@@ -113,10 +117,18 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             public_origin,
         });
+        let upstream = config.upstream.clone();
         let mut public = HttpServer::new(move || {
-            App::new()
-                .app_data(public_state.clone())
-                .configure(public::routes)
+            let app = App::new().app_data(public_state.clone());
+            match &upstream {
+                Some(base) => app
+                    .app_data(web::Data::new(gateway::Upstream::new(base)))
+                    .configure(public::own_routes)
+                    .default_service(web::to(gateway::forward)),
+                None => app
+                    .configure(public::own_routes)
+                    .default_service(web::to(not_found)),
+            }
         })
         .listen(public_listener)
         .map_err(|e| e.to_string())?;
@@ -135,6 +147,9 @@ impl Application {
         .listen(admin_listener)
         .map_err(|e| e.to_string())?;
 
+        if let Some(upstream) = &config.upstream {
+            tracing::info!(upstream = %upstream, "gateway mode: verified requests are forwarded");
+        }
         tracing::info!(public = %public_addr, admin = %admin_addr, "keygate listening");
         Ok(Application {
             public_addr,

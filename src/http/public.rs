@@ -5,9 +5,11 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::json;
 
-use super::{method_not_allowed, not_found, SignedRequest};
+use super::{method_not_allowed, SignedRequest};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// keygate's own partner routes; what else the listener does (404, or
+/// forwarding in gateway mode) is decided in `http::Application::build`.
+pub fn own_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/healthz")
             .route(web::get().to(healthz))
@@ -22,8 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/echo")
             .route(web::post().to(echo))
             .default_service(web::to(method_not_allowed)),
-    )
-    .default_service(web::to(not_found));
+    );
 }
 
 async fn healthz() -> HttpResponse {

@@ -5,6 +5,7 @@
 mod admin;
 mod clients;
 mod durability;
+mod gateway;
 mod helpers;
 mod kg1;
 mod rfc9421;
