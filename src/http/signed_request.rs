@@ -134,14 +134,7 @@ async fn verify_kg1(
 
     // 3. The clock.
     let timestamp = auth.unix_time();
-    let offset = timestamp - now;
-    if offset.abs() > i64::from(state.skew_secs) {
-        return Err(Error::TimestampOutOfRange {
-            server_time: now,
-            offset,
-            skew: state.skew_secs,
-        });
-    }
+    check_clock(timestamp, now, state.skew_secs)?;
 
     // 4. The body and the signature.
     let (body, body_hash) = read_body(req, payload, state.max_body_bytes).await?;
@@ -169,6 +162,20 @@ async fn verify_kg1(
         .await?;
     key.mark_used(now);
     Ok(SignedRequest { key, body })
+}
+
+/// Step 3: the signing time must be within the allowed skew of the
+/// server's clock, either way.
+fn check_clock(signed_at: i64, now: i64, skew_secs: u32) -> Result<(), Error> {
+    let offset = signed_at - now;
+    if offset.abs() > i64::from(skew_secs) {
+        return Err(Error::TimestampOutOfRange {
+            server_time: now,
+            offset,
+            skew: skew_secs,
+        });
+    }
+    Ok(())
 }
 
 /// All field lines of a header, in order, as text (RFC 9421 section 2.1).
@@ -214,14 +221,7 @@ async fn verify_rfc9421(
                     .find_key(&sig.key_id)?
                     .ok_or(Error::UnknownKey)?;
                 key.check_usable(now)?;
-                let offset = sig.created - now;
-                if offset.abs() > i64::from(state.skew_secs) {
-                    return Err(Error::TimestampOutOfRange {
-                        server_time: now,
-                        offset,
-                        skew: state.skew_secs,
-                    });
-                }
+                check_clock(sig.created, now, state.skew_secs)?;
                 if let Some(expires) = sig.expires {
                     if now >= expires {
                         return Err(Error::SignatureExpired {

@@ -3,7 +3,6 @@
 //! is refused (503) when the pair cannot be recorded, and expired pairs are
 //! purged.
 
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -54,28 +53,14 @@ fn two_processes_on_one_database_accept_a_pair_once() {
     let a = Binary::serve(&db, &[]);
     let b = Binary::serve(&db, &[]);
     let key = a.app().create_key();
-    let apps = Arc::new([a.app(), b.app()]);
-
     for round in 0..5 {
         let signed = Signing::new(&key, "POST", "/v1/echo", b"once");
-        let authorization = Arc::new(signed.authorization());
-        let barrier = Arc::new(Barrier::new(20));
-        let threads: Vec<_> = (0..20)
-            .map(|i| {
-                let (apps, authorization, barrier) =
-                    (apps.clone(), authorization.clone(), barrier.clone());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    let answer =
-                        apps[i % 2].send("POST", "/v1/echo", b"once", Some(&authorization));
-                    (answer.status, answer.code().to_owned())
-                })
-            })
-            .collect();
-        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        let accepted = results.iter().filter(|(s, _)| *s == 200).count();
-        let replays = results.iter().filter(|(_, c)| c == "nonce_reused").count();
-        assert_eq!((accepted, replays), (1, 19), "round {round}: {results:?}");
+        let results = send_at_once(&[a.public, b.public], 20, &signed.authorization());
+        assert_eq!(
+            accepted_and_replays(&results),
+            (1, 19),
+            "round {round}: {results:?}"
+        );
     }
 }
 

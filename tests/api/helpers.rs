@@ -366,3 +366,37 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Sends the same signed `POST /v1/echo` (body "once") from `count` threads
+/// released together, spread over `servers`; returns each (status, code).
+pub fn send_at_once(
+    servers: &[SocketAddr],
+    count: usize,
+    authorization: &str,
+) -> Vec<(u16, String)> {
+    let barrier = Arc::new(std::sync::Barrier::new(count));
+    let threads: Vec<_> = (0..count)
+        .map(|i| {
+            let url = format!("http://{}/v1/echo", servers[i % servers.len()]);
+            let (authorization, barrier) = (authorization.to_owned(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let answer = answer(
+                    ureq::post(&url)
+                        .set("Authorization", &authorization)
+                        .send_bytes(b"once"),
+                );
+                (answer.status, answer.code().to_owned())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// (accepted, refused as replays) among `send_at_once` results.
+pub fn accepted_and_replays(results: &[(u16, String)]) -> (usize, usize) {
+    (
+        results.iter().filter(|(s, _)| *s == 200).count(),
+        results.iter().filter(|(_, c)| c == "nonce_reused").count(),
+    )
+}

@@ -2,8 +2,6 @@
 //! the clock, malformed headers and oversized bodies, against the real
 //! server over real HTTP.
 
-use std::sync::{Arc, Barrier};
-
 use crate::helpers::*;
 
 #[test]
@@ -255,26 +253,11 @@ fn replay_is_refused_and_forgery_does_not_burn_the_nonce() {
 
 #[test]
 fn forty_identical_requests_at_once_exactly_one_accepted() {
-    let app = Arc::new(spawn_app());
+    let app = spawn_app();
     let key = app.create_key();
     let signed = Signing::new(&key, "POST", "/v1/echo", b"once");
-    let authorization = Arc::new(signed.authorization());
-    let barrier = Arc::new(Barrier::new(40));
-    let threads: Vec<_> = (0..40)
-        .map(|_| {
-            let (app, authorization, barrier) =
-                (app.clone(), authorization.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let answer = app.send("POST", "/v1/echo", b"once", Some(&authorization));
-                (answer.status, answer.code().to_owned())
-            })
-        })
-        .collect();
-    let results: Vec<(u16, String)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let accepted = results.iter().filter(|(s, _)| *s == 200).count();
-    let replays = results.iter().filter(|(_, c)| c == "nonce_reused").count();
-    assert_eq!((accepted, replays), (1, 39), "{results:?}");
+    let results = send_at_once(&[app.public], 40, &signed.authorization());
+    assert_eq!(accepted_and_replays(&results), (1, 39), "{results:?}");
 }
 
 #[test]
