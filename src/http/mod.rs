@@ -141,6 +141,9 @@ impl Application {
             App::new()
                 .app_data(admin_state.clone())
                 .app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    Error::InvalidRequest(format!("bad query string: {err}")).into()
+                }))
                 .configure(admin::routes)
         })
         .workers(1)

@@ -211,6 +211,11 @@ fn bad_json_and_unknown_ids() {
         Some(json!({ "grace_seconds": -5 })),
     );
     assert_eq!((grace.status, grace.code()), (400, "invalid_request"));
+    let bad_limit = app.admin("GET", "/admin/audit?limit=lots", None);
+    assert_eq!(
+        (bad_limit.status, bad_limit.code()),
+        (400, "invalid_request")
+    );
 }
 
 #[test]
