@@ -153,12 +153,24 @@ async fn verify_kg1(
         });
     }
 
-    // 5. The nonce: remembered until the timestamp check alone would refuse
-    // a replay (ts + skew), plus a second for the boundary.
-    let remember_until = timestamp + i64::from(state.skew_secs) + 1;
+    accept(state, key, auth.nonce, timestamp, now, body).await
+}
+
+/// Step 5, for both schemes: record the nonce durably, then accept. The
+/// pair is remembered until the clock check alone would refuse a replay
+/// (signing time + skew), plus a second for the boundary.
+async fn accept(
+    state: &PublicState,
+    key: Arc<CachedKey>,
+    nonce: &str,
+    signed_at: i64,
+    now: i64,
+    body: Bytes,
+) -> Result<SignedRequest, Error> {
+    let remember_until = signed_at + i64::from(state.skew_secs) + 1;
     state
         .store
-        .record_nonce(&key, auth.nonce, remember_until)
+        .record_nonce(&key, nonce, remember_until)
         .await?;
     key.mark_used(now);
     Ok(SignedRequest { key, body })
@@ -289,15 +301,7 @@ async fn verify_rfc9421(
             Ok(())
         })();
         match verified {
-            Ok(()) => {
-                let remember_until = sig.created + i64::from(state.skew_secs) + 1;
-                state
-                    .store
-                    .record_nonce(&key, &sig.nonce, remember_until)
-                    .await?;
-                key.mark_used(now);
-                return Ok(SignedRequest { key, body });
-            }
+            Ok(()) => return accept(state, key, &sig.nonce, sig.created, now, body).await,
             Err(e) => {
                 first_error.get_or_insert(e);
             }
