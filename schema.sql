@@ -30,8 +30,9 @@ CREATE INDEX keys_by_app ON keys(app_id, created_at);
 
 -- The replay window, as an append-only log: one row per accepted
 -- (key_id, nonce) pair. Rows are only ever appended at the end of the id
--- order, so a commit dirties a page or two instead of one page per row (a
--- unique index on random nonces costs ~4x the throughput in WAL writes).
+-- order, so a commit dirties a page or two instead of one page per row (with
+-- a unique index on random nonces, signed throughput under load was halved:
+-- see BENCHMARKS.md).
 -- Uniqueness is enforced by the nonce writer (src/store/nonce_window.rs):
 -- inside its write transaction, which SQLite serialises across every
 -- process, it first reads all rows appended since its last transaction,

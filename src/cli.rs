@@ -424,13 +424,6 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A fresh nonce: 16 random bytes in hex, as the contract recommends.
-pub fn new_nonce() -> String {
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
-}
-
 fn read_data(data: &str) -> Result<Vec<u8>, String> {
     match data.strip_prefix('@') {
         Some("-") => {
@@ -461,7 +454,7 @@ fn request(args: RequestArgs) -> Result<ExitCode, String> {
         None => url.path().to_owned(),
     };
     let timestamp = crate::clock::now().to_string();
-    let nonce = new_nonce();
+    let nonce = crate::credentials::new_nonce();
     let parts = SignedParts {
         key_id: &args.key_id,
         timestamp: &timestamp,

@@ -42,6 +42,14 @@ pub fn new_secret() -> Secret {
     Secret(format!("sk_{}", random_base64url(SECRET_RANDOM_BYTES)))
 }
 
+/// A fresh request nonce for a signing client: 16 random bytes in hex, as
+/// the contract recommends.
+pub fn new_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
 fn random_base64url(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);

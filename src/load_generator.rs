@@ -175,7 +175,7 @@ async fn connection_loop(
         let mut request = client.get(&url);
         if mode == Mode::Signed {
             let timestamp = crate::clock::now().to_string();
-            let nonce = crate::cli::new_nonce();
+            let nonce = crate::credentials::new_nonce();
             let string_to_sign = StringToSign::new(&SignedParts {
                 key_id: &options.key_id,
                 timestamp: &timestamp,

@@ -34,6 +34,7 @@ use nohash_hasher::IntSet;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::catalog::KeyStatus;
 use crate::clock;
 use crate::error::Error;
 
@@ -42,9 +43,9 @@ use crate::error::Error;
 const MAX_BATCH: usize = 1024;
 /// Group commit: under load the writer waits this long after the first
 /// queued pair so that more requests share one commit. Measured with
-/// `benches/load.sh` (64 connections): signed/unauthenticated rose from
-/// 0.48-0.55 to 0.56-0.73 and the added p99 fell from ~2.5 ms to ~1 ms;
-/// 100 and 300 µs did no better.
+/// `benches/load.sh` (64 connections, several noisy runs each):
+/// signed/unauthenticated rose from 0.48-0.55 to 0.58-0.63 and the added
+/// p99 dropped; 100 and 300 µs did no better (see BENCHMARKS.md).
 const GROUP_COMMIT_WAIT: Duration = Duration::from_micros(200);
 /// Requests that may wait for the writer; beyond it they wait up to
 /// `QUEUE_WAIT`, then are refused with 503 rather than queued without bound.
@@ -310,7 +311,7 @@ impl Writer {
         {
             // A batch is usually one or a few keys: read each key's state
             // once per transaction, not once per row.
-            let mut key_states: HashMap<&str, Result<(), Error>> = HashMap::new();
+            let mut key_states: HashMap<&str, Option<KeyStatus>> = HashMap::new();
             let mut key_state =
                 tx.prepare_cached("SELECT expires_at, revoked_at FROM keys WHERE key_id = ?1")?;
             let mut append = tx.prepare_cached(
@@ -318,22 +319,18 @@ impl Writer {
             )?;
             for (key_id, nonce, expires_at, _) in records {
                 if !key_states.contains_key(&**key_id) {
-                    let state: Option<(Option<i64>, Option<i64>)> = key_state
-                        .query_row([&**key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    let status = key_state
+                        .query_row([&**key_id], |r| {
+                            Ok(KeyStatus::at(now, r.get(0)?, r.get(1)?))
+                        })
                         .optional()?;
-                    let usable = match state {
-                        None => Err(Error::UnknownKey),
-                        Some((_, Some(_))) => Err(Error::KeyRevoked),
-                        Some((Some(expires), None)) if now >= expires => Err(Error::KeyExpired),
-                        Some(_) => Ok(()),
-                    };
-                    key_states.insert(key_id, usable);
+                    key_states.insert(key_id, status);
                 }
-                let outcome = match &key_states[&**key_id] {
-                    Err(Error::UnknownKey) => Err(Error::UnknownKey),
-                    Err(Error::KeyRevoked) => Err(Error::KeyRevoked),
-                    Err(_) => Err(Error::KeyExpired),
-                    Ok(()) => {
+                let outcome = match key_states[&**key_id] {
+                    None => Err(Error::UnknownKey),
+                    Some(KeyStatus::Revoked) => Err(Error::KeyRevoked),
+                    Some(KeyStatus::Expired) => Err(Error::KeyExpired),
+                    Some(KeyStatus::Active | KeyStatus::Expiring) => {
                         let hash = self.seen.hash(key_id, nonce);
                         if self.seen.insert(hash, *expires_at) {
                             added.push((hash, *expires_at));

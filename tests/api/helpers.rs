@@ -24,7 +24,7 @@ pub fn now() -> i64 {
 }
 
 pub fn fresh_nonce() -> String {
-    keygate::cli::new_nonce()
+    keygate::credentials::new_nonce()
 }
 
 #[derive(Clone, Debug)]
