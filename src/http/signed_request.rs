@@ -77,8 +77,6 @@ impl FromRequest for SignedRequest {
     }
 }
 
-/// KG1 when the Authorization header says so (or when there is nothing
-/// else); RFC 9421 when the request carries Signature-Input instead.
 /// The first keyid of an RFC 9421 request, for the log line.
 fn rfc9421_key_id(req: &HttpRequest) -> Option<String> {
     let input = field_lines(req, "signature-input").join(", ");
@@ -92,6 +90,8 @@ fn rfc9421_key_id(req: &HttpRequest) -> Option<String> {
         .find_map(|(_, sig)| sig.ok().map(|s| s.key_id))
 }
 
+/// KG1 when the Authorization header says so (or when there is nothing
+/// else); RFC 9421 when the request carries Signature-Input instead.
 async fn verify(req: &HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
     let state = req
         .app_data::<web::Data<PublicState>>()
