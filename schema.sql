@@ -74,3 +74,26 @@ END;
 CREATE TRIGGER keys_status_bumps_version AFTER UPDATE OF expires_at, revoked_at ON keys BEGIN
     UPDATE meta SET value = value + 1 WHERE name = 'keys_version';
 END;
+
+-- version 2
+-- The replay window, one row per commit instead of one row per pair: the
+-- nonce writer puts every pair its shared transaction accepted into one row,
+-- a line each in `entries` (`key_id TAB nonce TAB expires_at`), so a commit
+-- costs one insert however many requests share it (the per-row inserts were
+-- the writer's largest cost under load: see BENCHMARKS.md). `expires_at` is
+-- the latest expiry in the batch; the row may be purged once it has passed.
+-- Catch-up works as in version 1 (each writer reads every batch appended
+-- since its last transaction before it checks and appends), which needs ids
+-- that only grow: a new row gets max(id) + 1 and the purge never deletes the
+-- newest batch, so no AUTOINCREMENT (and no sqlite_sequence write per
+-- commit) is needed.
+CREATE TABLE nonce_batches (
+    id          INTEGER PRIMARY KEY,
+    expires_at  INTEGER NOT NULL,
+    entries     TEXT NOT NULL
+);
+-- Pairs recorded by a version-1 keygate stay in the window.
+INSERT INTO nonce_batches(expires_at, entries)
+    SELECT expires_at, key_id || char(9) || nonce || char(9) || expires_at || char(10)
+    FROM nonce_log ORDER BY id;
+DROP TABLE nonce_log;

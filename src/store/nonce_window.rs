@@ -9,15 +9,19 @@
 //!
 //! Why an append-only log with an in-memory index: with a unique index on
 //! (key_id, nonce), every row lands on a random B-tree page and every commit
-//! writes one WAL page per row; appending rows in id order writes a page or
-//! two per commit. Lookups go to [`SeenNonces`], a set of keyed 64-bit
-//! hashes of the pairs in the window, rebuilt from the log at start-up.
+//! writes one WAL page per row. Instead each commit appends one row to
+//! `nonce_batches` holding every pair it accepted, one line each, so a
+//! commit costs one insert and a page or two however many requests share
+//! it. Lookups go to [`SeenNonces`], a set of keyed 64-bit hashes of the
+//! pairs in the window, rebuilt from the log at start-up.
 //!
 //! Why it is safe across processes: SQLite lets one write transaction run at
 //! a time across every process on the file. Inside it, the writer first
-//! reads every row appended since its previous transaction (ids only grow:
-//! AUTOINCREMENT), so its set holds every pair committed by anyone, then
-//! checks and appends. No pair can be accepted twice.
+//! reads every batch appended since its previous transaction, so its set
+//! holds every pair committed by anyone, then checks and appends. That
+//! catch-up needs ids that only grow: SQLite gives a new row max(id) + 1,
+//! and the purge never deletes the newest batch, so the maximum never goes
+//! back. No pair can be accepted twice.
 //!
 //! Inside the same transaction the writer re-reads the key's revocation and
 //! expiry, so a key revoked by another process is refused even before this
@@ -51,9 +55,9 @@ const GROUP_COMMIT_WAIT: Duration = Duration::from_micros(200);
 /// `QUEUE_WAIT`, then are refused with 503 rather than queued without bound.
 const QUEUE_CAPACITY: usize = 8192;
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
-/// Expired rows deleted per statement, so a purge never holds the write lock
+/// Expired batches deleted per statement, so a purge never holds the write lock
 /// for long; more chunks follow while the last one was full.
-const PURGE_CHUNK: usize = 5000;
+const PURGE_CHUNK: usize = 500;
 const PURGE_MAX_CHUNKS: usize = 20;
 
 type Reply = oneshot::Sender<Result<(), Error>>;
@@ -207,17 +211,19 @@ impl Writer {
     ) -> rusqlite::Result<()> {
         let now = clock::now();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, key_id, nonce, expires_at FROM nonce_log WHERE id > ?1 ORDER BY id",
+            "SELECT id, expires_at, entries FROM nonce_batches WHERE id > ?1 ORDER BY id",
         )?;
         let mut rows = stmt.query([*last_seen_id])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
-            let expires_at: i64 = row.get(3)?;
-            if expires_at >= now {
-                let key_id = row.get_ref(1)?.as_str()?;
-                let nonce = row.get_ref(2)?.as_str()?;
-                let hash = seen.hash(key_id, nonce);
-                seen.insert(hash, expires_at);
+            let latest_expiry: i64 = row.get(1)?;
+            if latest_expiry >= now {
+                for (key_id, nonce, expires_at) in decode_entries(row.get_ref(2)?.as_str()?) {
+                    if expires_at >= now {
+                        let hash = seen.hash(key_id, nonce);
+                        seen.insert(hash, expires_at);
+                    }
+                }
             }
             *last_seen_id = id;
         }
@@ -308,15 +314,14 @@ impl Writer {
         Self::catch_up_on(&tx, &mut self.seen, &mut self.last_seen_id)?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut appended = false;
+        let mut entries = String::new();
+        let mut latest_expiry = i64::MIN;
         {
             // A batch is usually one or a few keys: read each key's state
             // once per transaction, not once per row.
             let mut key_states: HashMap<&str, Option<KeyStatus>> = HashMap::new();
             let mut key_state =
                 tx.prepare_cached("SELECT expires_at, revoked_at FROM keys WHERE key_id = ?1")?;
-            let mut append = tx.prepare_cached(
-                "INSERT INTO nonce_log(key_id, nonce, expires_at) VALUES (?1, ?2, ?3)",
-            )?;
             for (key_id, nonce, expires_at, _) in records {
                 if !key_states.contains_key(&**key_id) {
                     let status = key_state
@@ -334,8 +339,8 @@ impl Writer {
                         let hash = self.seen.hash(key_id, nonce);
                         if self.seen.insert(hash, *expires_at) {
                             added.push((hash, *expires_at));
-                            append.execute(params![&**key_id, &**nonce, expires_at])?;
-                            appended = true;
+                            encode_entry(&mut entries, key_id, nonce, *expires_at);
+                            latest_expiry = latest_expiry.max(*expires_at);
                             Ok(())
                         } else {
                             Err(Error::NonceReused)
@@ -343,6 +348,13 @@ impl Writer {
                     }
                 };
                 outcomes.push(outcome);
+            }
+            if !entries.is_empty() {
+                tx.prepare_cached(
+                    "INSERT INTO nonce_batches(expires_at, entries) VALUES (?1, ?2)",
+                )?
+                .execute(params![latest_expiry, entries])?;
+                appended = true;
             }
             let mut touch = tx.prepare_cached(
                 "UPDATE keys SET last_used_at = ?2 WHERE key_id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
@@ -359,20 +371,157 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Deletes expired rows from the oldest end of the log, a chunk at a
-    /// time so the write lock is never held for long. A row whose timestamp
-    /// was ahead of the clock may outlive younger ones; it stays until it
-    /// expires, and the chunk moves on past it next time.
+    /// Deletes expired batches from the oldest end of the log, a chunk at a
+    /// time so the write lock is never held for long. The newest batch is
+    /// never deleted (it keeps ids growing: see the module comment); once
+    /// expired, its pairs are blanked instead. A batch signed ahead of the
+    /// clock may outlive younger ones; it stays until it expires, and the
+    /// chunk moves on past it next time.
     fn purge_log(&mut self, now: i64) -> rusqlite::Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "DELETE FROM nonce_log WHERE expires_at < ?1 AND id IN \
-             (SELECT id FROM nonce_log ORDER BY id LIMIT ?2)",
+        let mut delete = self.conn.prepare_cached(
+            "DELETE FROM nonce_batches WHERE expires_at < ?1 AND id IN \
+             (SELECT id FROM nonce_batches ORDER BY id LIMIT ?2) \
+             AND id < (SELECT max(id) FROM nonce_batches)",
         )?;
         for _ in 0..PURGE_MAX_CHUNKS {
-            if stmt.execute(params![now, PURGE_CHUNK as i64])? == 0 {
+            if delete.execute(params![now, PURGE_CHUNK as i64])? == 0 {
                 break;
             }
         }
+        self.conn
+            .prepare_cached(
+                "UPDATE nonce_batches SET entries = '' WHERE expires_at < ?1 AND entries != '' \
+                 AND id = (SELECT max(id) FROM nonce_batches)",
+            )?
+            .execute([now])?;
         Ok(())
+    }
+}
+
+/// One line per pair: `key_id TAB nonce TAB expires_at LF`. Neither a key
+/// id nor a nonce can hold a tab or a line feed (KG1 nonces are
+/// `[A-Za-z0-9_-]`, RFC 9421 nonces are structured-field strings, which
+/// allow printable ASCII only), and the text stays readable in the sqlite3
+/// shell.
+fn encode_entry(entries: &mut String, key_id: &str, nonce: &str, expires_at: i64) {
+    use std::fmt::Write;
+    debug_assert!(!key_id.contains(['\t', '\n']) && !nonce.contains(['\t', '\n']));
+    entries.push_str(key_id);
+    entries.push('\t');
+    entries.push_str(nonce);
+    entries.push('\t');
+    let _ = write!(entries, "{expires_at}");
+    entries.push('\n');
+}
+
+/// The pairs of one batch; a malformed line (never written by keygate) is
+/// skipped rather than trusted.
+fn decode_entries(entries: &str) -> impl Iterator<Item = (&str, &str, i64)> {
+    entries.lines().filter_map(|line| {
+        let mut fields = line.split('\t');
+        let key_id = fields.next()?;
+        let nonce = fields.next()?;
+        let expires_at = fields.next()?.parse().ok()?;
+        fields
+            .next()
+            .is_none()
+            .then_some((key_id, nonce, expires_at))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_malformed_lines_are_skipped() {
+        let mut text = String::new();
+        encode_entry(&mut text, "pk_a", "nonce-0123456789abcdef", 1_700_000_301);
+        encode_entry(&mut text, "pk_b", "a nonce with \"quotes\" and spaces", -5);
+        assert_eq!(
+            decode_entries(&text).collect::<Vec<_>>(),
+            [
+                ("pk_a", "nonce-0123456789abcdef", 1_700_000_301),
+                ("pk_b", "a nonce with \"quotes\" and spaces", -5),
+            ]
+        );
+        let damaged = "pk_a\tn1\n\npk_a\tn2\tsoon\npk_a\tn3\t7\textra\npk_a\tn4\t9\n";
+        assert_eq!(
+            decode_entries(damaged).collect::<Vec<_>>(),
+            [("pk_a", "n4", 9)]
+        );
+    }
+
+    fn writer_on(path: &std::path::Path) -> Writer {
+        let mut conn = Connection::open(path).unwrap();
+        crate::store::schema::migrate(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO apps VALUES ('app', 'test', 0);
+             INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at)
+                 VALUES ('pk_a', 'app', x'00', x'00', 0);",
+        )
+        .unwrap();
+        Writer::new(conn)
+    }
+
+    fn record(writer: &mut Writer, nonces: &[&str], expires_at: i64) -> Vec<Result<(), Error>> {
+        let records: Vec<_> = nonces
+            .iter()
+            .map(|n| {
+                (
+                    Arc::from("pk_a"),
+                    Box::from(*n),
+                    expires_at,
+                    oneshot::channel().0,
+                )
+            })
+            .collect();
+        writer.record_batch(&records, &[], &mut Vec::new()).unwrap()
+    }
+
+    /// The catch-up relies on ids that never go back, even when a purge
+    /// expires everything: the newest batch stays (blanked), so the next
+    /// batch gets a higher id and another process's writer still reads it.
+    #[test]
+    fn purge_keeps_ids_growing_and_blanks_the_newest_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("window.db");
+        let mut ours = writer_on(&path);
+        let mut theirs = Writer::new(Connection::open(&path).unwrap());
+        let soon = clock::now() + 60;
+        assert!(record(&mut ours, &["n1", "n2"], soon)
+            .iter()
+            .all(Result::is_ok));
+        assert!(record(&mut ours, &["n3"], soon).iter().all(Result::is_ok));
+        let last_before: i64 = ours
+            .conn
+            .query_row("SELECT max(id) FROM nonce_batches", [], |r| r.get(0))
+            .unwrap();
+
+        ours.purge_log(soon + 1).unwrap();
+        let rows: Vec<(i64, String)> = ours
+            .conn
+            .prepare("SELECT id, entries FROM nonce_batches")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows, [(last_before, String::new())]);
+
+        assert!(record(&mut ours, &["n4"], soon).iter().all(Result::is_ok));
+        // The other writer has read nothing yet: it must catch up n4, which
+        // came after the purge, before it decides.
+        let outcomes = record(&mut theirs, &["n4", "n5"], soon);
+        assert!(
+            matches!(outcomes[0], Err(Error::NonceReused)),
+            "{outcomes:?}"
+        );
+        assert!(outcomes[1].is_ok(), "{outcomes:?}");
+        let last_after: i64 = ours
+            .conn
+            .query_row("SELECT max(id) FROM nonce_batches", [], |r| r.get(0))
+            .unwrap();
+        assert!(last_after > last_before);
     }
 }

@@ -78,4 +78,44 @@ mod tests {
             .unwrap();
         assert_eq!(v, latest_version());
     }
+
+    /// A version-1 database keeps its replay window across the upgrade.
+    #[test]
+    fn version_2_carries_the_version_1_nonce_log_over() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let (version, sql) = versions().remove(0);
+        assert_eq!(version, 1);
+        conn.execute_batch(&sql).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO nonce_log(key_id, nonce, expires_at) VALUES
+                 ('pk_a', 'nonce-one-0123456789', 1700000301),
+                 ('pk_b', 'nonce-two-0123456789', 1700000302);",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        let entries: Vec<String> = conn
+            .prepare("SELECT entries FROM nonce_batches ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            entries,
+            [
+                "pk_a\tnonce-one-0123456789\t1700000301\n",
+                "pk_b\tnonce-two-0123456789\t1700000302\n"
+            ]
+        );
+        let old_table: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'nonce_log'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_table, 0);
+    }
 }
