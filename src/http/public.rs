@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::Serialize;
 use serde_json::json;
 
 use super::{method_not_allowed, SignedRequest};
@@ -31,13 +32,22 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// Serialized straight from the cached key: no intermediate JSON tree on
+/// the path every signed request takes.
+#[derive(Serialize)]
+struct WhoAmI<'a> {
+    app_id: &'a str,
+    app_name: &'a str,
+    key_id: &'a str,
+}
+
 async fn whoami(signed: SignedRequest) -> HttpResponse {
     let key = &signed.key;
-    HttpResponse::Ok().json(json!({
-        "app_id": key.app_id,
-        "app_name": key.app_name,
-        "key_id": &*key.key_id,
-    }))
+    HttpResponse::Ok().json(WhoAmI {
+        app_id: &key.app_id,
+        app_name: &key.app_name,
+        key_id: &key.key_id,
+    })
 }
 
 /// Echoes the exact bytes that were signed; a body that is not UTF-8 comes

@@ -104,12 +104,22 @@ impl NonceWindow {
             expires_at,
             reply,
         };
-        self.jobs.send_timeout(job, QUEUE_WAIT).await.map_err(|e| {
-            Error::Unavailable(match e {
-                mpsc::error::SendTimeoutError::Timeout(_) => "nonce writer queue full".into(),
-                mpsc::error::SendTimeoutError::Closed(_) => "nonce writer stopped".into(),
-            })
-        })?;
+        // The queue almost always has room; only a full one needs the timer.
+        let job = match self.jobs.try_send(job) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(Error::Unavailable("nonce writer stopped".into()))
+            }
+        };
+        if let Some(job) = job {
+            self.jobs.send_timeout(job, QUEUE_WAIT).await.map_err(|e| {
+                Error::Unavailable(match e {
+                    mpsc::error::SendTimeoutError::Timeout(_) => "nonce writer queue full".into(),
+                    mpsc::error::SendTimeoutError::Closed(_) => "nonce writer stopped".into(),
+                })
+            })?;
+        }
         answer
             .await
             .unwrap_or_else(|_| Err(Error::Unavailable("nonce writer stopped".into())))
