@@ -31,12 +31,13 @@ key=$("$bin" key create "$app" --json)
 export KEYGATE_KEY_ID=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
 export KEYGATE_SECRET=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
 
-rows() { python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from nonce_log").fetchone()[0])' "$KEYGATE_DB"; }
+# Pairs in the window (one line each in nonce_batches.entries) and batches.
+rows() { python3 -c 'import sqlite3,sys; print("%d pairs in %d batches" % sqlite3.connect(sys.argv[1]).execute("select coalesce(sum(length(entries) - length(replace(entries, char(10), \"\"))), 0), count(*) from nonce_batches").fetchone())' "$KEYGATE_DB"; }
 (
   for i in $(seq 1 100); do
     sleep 10
     kill -0 "$server" 2>/dev/null || exit 0
-    echo "t+${i}0s nonce_log rows: $(rows)" >>"$work/rows.log"
+    echo "t+${i}0s nonce window: $(rows)" >>"$work/rows.log"
   done
 ) &
 sampler=$!
@@ -46,4 +47,4 @@ echo "durability=$KEYGATE_DURABILITY skew=${KEYGATE_SKEW_SECS}s connections=${CO
 echo "server peak RSS: $(grep VmHWM /proc/$server/status | awk '{print $2, $3}')"
 kill "$sampler" 2>/dev/null || true
 cat "$work/rows.log" 2>/dev/null || true
-echo "nonce_log rows at the end: $(rows)"
+echo "nonce window at the end: $(rows)"
