@@ -30,7 +30,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use nohash_hasher::IntSet;
@@ -62,31 +62,43 @@ const PURGE_MAX_CHUNKS: usize = 20;
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
+/// A request waiting for its pair to be recorded.
+struct PendingPair {
+    key_id: Arc<str>,
+    nonce: Box<str>,
+    expires_at: i64,
+    /// The pair's hash in [`SeenNonces`], computed by the request.
+    hash: u64,
+    reply: Reply,
+}
+
 enum Job {
-    Record {
-        key_id: Arc<str>,
-        nonce: Box<str>,
-        expires_at: i64,
-        reply: Reply,
-    },
-    Purge {
-        now: i64,
-    },
+    Record(PendingPair),
+    Purge { now: i64 },
     TouchKeys(Vec<(Arc<str>, i64)>),
 }
 
 pub struct NonceWindow {
     jobs: mpsc::Sender<Job>,
+    /// Shared with the writer, which alone adds to it. Requests only look:
+    /// a pair already in the window is refused here, so replays never
+    /// queue for a commit (a flood of them cannot slow fresh requests).
+    seen: Arc<Mutex<SeenNonces>>,
+    hasher: RandomState,
 }
 
 impl NonceWindow {
     pub(crate) fn start(conn: Connection) -> NonceWindow {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let seen = SeenNonces::new();
+        let hasher = seen.hasher.clone();
+        let seen = Arc::new(Mutex::new(seen));
+        let writer_seen = seen.clone();
         std::thread::Builder::new()
             .name("keygate-nonce-writer".into())
-            .spawn(move || Writer::new(conn).run(queue))
+            .spawn(move || Writer::new(conn, writer_seen).run(queue))
             .expect("spawn nonce writer thread");
-        NonceWindow { jobs }
+        NonceWindow { jobs, seen, hasher }
     }
 
     /// Resolves once the pair is committed (`Ok`), or with the reason it
@@ -97,13 +109,20 @@ impl NonceWindow {
         nonce: &str,
         expires_at: i64,
     ) -> Result<(), Error> {
+        let hash = self.hasher.hash_one((&*key_id, nonce));
+        // Only a hint that saves a commit: the writer decides, inside its
+        // transaction, after catching up with other processes.
+        if lock(&self.seen).contains(hash) {
+            return Err(Error::NonceReused);
+        }
         let (reply, answer) = oneshot::channel();
-        let job = Job::Record {
+        let job = Job::Record(PendingPair {
             key_id,
             nonce: nonce.into(),
             expires_at,
+            hash,
             reply,
-        };
+        });
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(job) {
             Ok(()) => None,
@@ -159,6 +178,10 @@ impl SeenNonces {
         self.hasher.hash_one((key_id, nonce))
     }
 
+    fn contains(&self, hash: u64) -> bool {
+        self.set.contains(&hash)
+    }
+
     /// False when the pair is already in the window.
     fn insert(&mut self, hash: u64, expires_at: i64) -> bool {
         if !self.set.insert(hash) {
@@ -188,25 +211,30 @@ impl SeenNonces {
     }
 }
 
+fn lock(seen: &Mutex<SeenNonces>) -> MutexGuard<'_, SeenNonces> {
+    // The set is consistent after every call that holds the lock, so a
+    // panic elsewhere leaves nothing half-done.
+    seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Writer {
     conn: Connection,
-    seen: SeenNonces,
+    seen: Arc<Mutex<SeenNonces>>,
     /// The highest log id this writer has read or written.
     last_seen_id: i64,
 }
 
 impl Writer {
-    fn new(conn: Connection) -> Writer {
+    fn new(conn: Connection, seen: Arc<Mutex<SeenNonces>>) -> Writer {
         let mut writer = Writer {
             conn,
-            seen: SeenNonces::new(),
+            seen,
             last_seen_id: 0,
         };
         // Load the window now rather than inside the first request's
         // transaction (one SELECT reads one consistent snapshot); the first
         // write transaction catches up whatever is appended meanwhile.
-        if let Err(e) = Self::catch_up_on(&writer.conn, &mut writer.seen, &mut writer.last_seen_id)
-        {
+        if let Err(e) = Self::catch_up_on(&writer.conn, &writer.seen, &mut writer.last_seen_id) {
             tracing::warn!(error = %e, "could not preload the nonce window; the first batch will");
         }
         writer
@@ -216,7 +244,7 @@ impl Writer {
     /// process) to the set.
     fn catch_up_on(
         conn: &Connection,
-        seen: &mut SeenNonces,
+        seen: &Mutex<SeenNonces>,
         last_seen_id: &mut i64,
     ) -> rusqlite::Result<()> {
         let now = clock::now();
@@ -228,6 +256,7 @@ impl Writer {
             let id: i64 = row.get(0)?;
             let latest_expiry: i64 = row.get(1)?;
             if latest_expiry >= now {
+                let mut seen = lock(seen);
                 for (key_id, nonce, expires_at) in decode_entries(row.get_ref(2)?.as_str()?) {
                     if expires_at >= now {
                         let hash = seen.hash(key_id, nonce);
@@ -268,12 +297,7 @@ impl Writer {
         let mut touches = Vec::new();
         for job in batch.drain(..) {
             match job {
-                Job::Record {
-                    key_id,
-                    nonce,
-                    expires_at,
-                    reply,
-                } => records.push((key_id, nonce, expires_at, reply)),
+                Job::Record(pending) => records.push(pending),
                 Job::Purge { now } => purge_at = Some(now),
                 Job::TouchKeys(used) => touches.extend(used),
             }
@@ -283,24 +307,24 @@ impl Writer {
             let mut added = Vec::new();
             match self.record_batch(&records, &touches, &mut added) {
                 Ok(outcomes) => {
-                    for ((.., reply), outcome) in records.into_iter().zip(outcomes) {
-                        let _ = reply.send(outcome);
+                    for (pending, outcome) in records.into_iter().zip(outcomes) {
+                        let _ = pending.reply.send(outcome);
                     }
                 }
                 Err(e) => {
                     // Nothing was committed: the set must not remember it.
                     for (hash, expires_at) in added {
-                        self.seen.forget(hash, expires_at);
+                        lock(&self.seen).forget(hash, expires_at);
                     }
                     tracing::error!(error = %e, rows = records.len(), "nonce window cannot record; refusing these requests (fail closed)");
-                    for (.., reply) in records {
-                        let _ = reply.send(Err(Error::Unavailable(e.to_string())));
+                    for pending in records {
+                        let _ = pending.reply.send(Err(Error::Unavailable(e.to_string())));
                     }
                 }
             }
         }
         if let Some(now) = purge_at {
-            self.seen.purge(now);
+            lock(&self.seen).purge(now);
             if let Err(e) = self.purge_log(now) {
                 tracing::warn!(error = %e, "nonce purge failed; will retry");
             }
@@ -313,7 +337,7 @@ impl Writer {
     /// went into the set, so a failed commit can take it out again.
     fn record_batch(
         &mut self,
-        records: &[(Arc<str>, Box<str>, i64, Reply)],
+        records: &[PendingPair],
         touches: &[(Arc<str>, i64)],
         added: &mut Vec<(u64, i64)>,
     ) -> rusqlite::Result<Vec<Result<(), Error>>> {
@@ -321,7 +345,7 @@ impl Writer {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::catch_up_on(&tx, &mut self.seen, &mut self.last_seen_id)?;
+        Self::catch_up_on(&tx, &self.seen, &mut self.last_seen_id)?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut appended = false;
         let mut entries = String::new();
@@ -332,7 +356,14 @@ impl Writer {
             let mut key_states: HashMap<&str, Option<KeyStatus>> = HashMap::new();
             let mut key_state =
                 tx.prepare_cached("SELECT expires_at, revoked_at FROM keys WHERE key_id = ?1")?;
-            for (key_id, nonce, expires_at, _) in records {
+            for PendingPair {
+                key_id,
+                nonce,
+                expires_at,
+                hash,
+                ..
+            } in records
+            {
                 if !key_states.contains_key(&**key_id) {
                     let status = key_state
                         .query_row([&**key_id], |r| {
@@ -346,9 +377,8 @@ impl Writer {
                     Some(KeyStatus::Revoked) => Err(Error::KeyRevoked),
                     Some(KeyStatus::Expired) => Err(Error::KeyExpired),
                     Some(KeyStatus::Active | KeyStatus::Expiring) => {
-                        let hash = self.seen.hash(key_id, nonce);
-                        if self.seen.insert(hash, *expires_at) {
-                            added.push((hash, *expires_at));
+                        if lock(&self.seen).insert(*hash, *expires_at) {
+                            added.push((*hash, *expires_at));
                             encode_entry(&mut entries, key_id, nonce, *expires_at);
                             latest_expiry = latest_expiry.max(*expires_at);
                             Ok(())
@@ -471,19 +501,18 @@ mod tests {
                  VALUES ('pk_a', 'app', x'00', x'00', 0);",
         )
         .unwrap();
-        Writer::new(conn)
+        Writer::new(conn, Arc::new(Mutex::new(SeenNonces::new())))
     }
 
     fn record(writer: &mut Writer, nonces: &[&str], expires_at: i64) -> Vec<Result<(), Error>> {
         let records: Vec<_> = nonces
             .iter()
-            .map(|n| {
-                (
-                    Arc::from("pk_a"),
-                    Box::from(*n),
-                    expires_at,
-                    oneshot::channel().0,
-                )
+            .map(|n| PendingPair {
+                key_id: Arc::from("pk_a"),
+                nonce: Box::from(*n),
+                expires_at,
+                hash: lock(&writer.seen).hash("pk_a", n),
+                reply: oneshot::channel().0,
             })
             .collect();
         writer.record_batch(&records, &[], &mut Vec::new()).unwrap()
@@ -497,7 +526,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("window.db");
         let mut ours = writer_on(&path);
-        let mut theirs = Writer::new(Connection::open(&path).unwrap());
+        let mut theirs = Writer::new(
+            Connection::open(&path).unwrap(),
+            Arc::new(Mutex::new(SeenNonces::new())),
+        );
         let soon = clock::now() + 60;
         assert!(record(&mut ours, &["n1", "n2"], soon)
             .iter()

@@ -92,6 +92,37 @@ fn refuses_with_503_when_the_nonce_cannot_be_recorded() {
     assert_eq!(retried.status, 200, "{:?}", retried.body);
 }
 
+/// A replay of a pair already in the window is refused from memory: it
+/// never waits for the writer, so it is answered even while the database
+/// cannot take a write (where a fresh nonce gets 503).
+#[test]
+fn replays_are_refused_without_waiting_for_the_database() {
+    let app = spawn_app_with(|c| c.store.busy_timeout = Duration::from_millis(200));
+    let key = app.create_key();
+    let first = Signing::new(&key, "GET", "/v1/whoami", b"");
+    assert_eq!(
+        app.send("GET", "/v1/whoami", b"", Some(&first.authorization()))
+            .status,
+        200
+    );
+
+    let mut blocker = Connection::open(&app.db_path).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let replay = app.send("GET", "/v1/whoami", b"", Some(&first.authorization()));
+    assert_eq!(
+        (replay.status, replay.code()),
+        (401, "nonce_reused"),
+        "{:?}",
+        replay.body
+    );
+    let fresh = Signing::new(&key, "GET", "/v1/whoami", b"");
+    let refused = app.send("GET", "/v1/whoami", b"", Some(&fresh.authorization()));
+    assert_eq!((refused.status, refused.code()), (503, "unavailable"));
+    tx.rollback().unwrap();
+}
+
 #[test]
 fn expired_nonces_are_purged() {
     let app = spawn_app_with(|c| c.skew_secs = 1);
