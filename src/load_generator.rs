@@ -166,7 +166,7 @@ async fn connection_loop(
         Mode::Signed => &options.signed_path,
     };
     let url = format!("{}{}", options.base_url.trim_end_matches('/'), path);
-    let empty_body = BodyHash::of(b"");
+    let empty_body = BodyHash::EMPTY;
     // The key schedule once per connection, as a real client would keep it.
     let signing_key = SigningKey::new(&options.secret);
     let mut samples = Samples::default();

@@ -184,6 +184,18 @@ fn parse_signature_hex(text: &str) -> Option<[u8; 32]> {
 pub struct BodyHash([u8; 64]);
 
 impl BodyHash {
+    /// Most signed requests (every GET) have no body; no need to hash it.
+    pub const EMPTY: BodyHash = {
+        let mut hex_digits = [0u8; 64];
+        let text = EMPTY_BODY_SHA256.as_bytes();
+        let mut i = 0;
+        while i < 64 {
+            hex_digits[i] = text[i];
+            i += 1;
+        }
+        BodyHash(hex_digits)
+    };
+
     pub fn of(body: &[u8]) -> Self {
         Self::from_digest(Sha256::digest(body).into())
     }
@@ -436,6 +448,7 @@ mod tests {
     #[test]
     fn empty_body_hash_matches_constant() {
         assert_eq!(BodyHash::of(b"").as_str(), EMPTY_BODY_SHA256);
+        assert_eq!(BodyHash::EMPTY, BodyHash::of(b""));
     }
 
     #[test]

@@ -340,10 +340,12 @@ async fn read_body(
         hasher.update(&chunk);
         body.extend_from_slice(&chunk);
     }
-    Ok((
-        body.freeze(),
-        BodyHash::from_digest(hasher.finalize().into()),
-    ))
+    let hash = if body.is_empty() {
+        BodyHash::EMPTY
+    } else {
+        BodyHash::from_digest(hasher.finalize().into())
+    };
+    Ok((body.freeze(), hash))
 }
 
 async fn drain(mut payload: Payload, declared: u64) {
