@@ -110,8 +110,10 @@ impl NonceWindow {
         expires_at: i64,
     ) -> Result<(), Error> {
         let hash = self.hasher.hash_one((&*key_id, nonce));
-        // Only a hint that saves a commit: the writer decides, inside its
-        // transaction, after catching up with other processes.
+        // A pair in the set was accepted before (or is being committed right
+        // now): a replay, refused without a commit. A pair not in it may
+        // still have been recorded by another process; the writer decides
+        // that inside its transaction, after catching up.
         if lock(&self.seen).contains(hash) {
             return Err(Error::NonceReused);
         }
