@@ -5,9 +5,10 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::web::{self, Bytes};
+use actix_web::web::{self, Bytes, BytesMut};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
-use futures_util::future::{ready, Ready};
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
@@ -94,9 +95,41 @@ fn authenticate(req: &HttpRequest) -> Result<AdminCaller, Error> {
     })
 }
 
+/// Admin request bodies are a few small JSON fields.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+
+/// An admin request's body, read up to [`ADMIN_BODY_LIMIT`]. Reading it
+/// here rather than with actix's `Bytes` extractor makes an oversized body
+/// the contract's JSON 413 (`body_too_large`) instead of actix's plain text.
+/// Handlers take it after [`AdminCaller`], so the token is checked before
+/// any body is read.
+struct AdminBody(Bytes);
+
+impl FromRequest for AdminBody {
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+
+    fn from_request(_req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
+                if body.len() + chunk.len() > ADMIN_BODY_LIMIT {
+                    return Err(Error::BodyTooLarge {
+                        limit: ADMIN_BODY_LIMIT,
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(AdminBody(body.freeze()))
+        })
+    }
+}
+
 /// Parses a JSON body; an empty body means "all defaults" where the call
 /// has only optional fields.
-fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Error> {
+fn json_body<T: DeserializeOwned + Default>(AdminBody(body): &AdminBody) -> Result<T, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -123,7 +156,7 @@ struct CreateApp {
 async fn create_app(
     caller: AdminCaller,
     state: web::Data<AdminState>,
-    body: Bytes,
+    body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let request: CreateApp = json_body(&body)?;
     let name = request
@@ -161,7 +194,7 @@ async fn create_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
     app_id: web::Path<String>,
-    body: Bytes,
+    body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let request: CreateKey = json_body(&body)?;
     let expires_at = request
@@ -210,7 +243,7 @@ async fn rotate_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
     key_id: web::Path<String>,
-    body: Bytes,
+    body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let request: RotateKey = json_body(&body)?;
     let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);

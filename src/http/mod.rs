@@ -74,9 +74,6 @@ pub struct Application {
     admin_server: Server,
 }
 
-/// Admin request bodies are a few small JSON fields.
-const ADMIN_BODY_LIMIT: usize = 64 * 1024;
-
 impl Application {
     /// Opens the store, resolves the admin token, binds both listeners.
     /// Must be called inside an actix (tokio) runtime.
@@ -140,7 +137,6 @@ impl Application {
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(admin_state.clone())
-                .app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT))
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     Error::InvalidRequest(format!("bad query string: {err}")).into()
                 }))

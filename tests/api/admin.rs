@@ -211,6 +211,14 @@ fn bad_json_and_unknown_ids() {
         Some(json!({ "grace_seconds": -5 })),
     );
     assert_eq!((grace.status, grace.code()), (400, "invalid_request"));
+    // Admin bodies are small JSON; a huge one is refused with the
+    // contract's JSON 413, like any other refusal.
+    let huge = app.admin(
+        "POST",
+        "/admin/apps",
+        Some(json!({ "name": "x".repeat(100_000) })),
+    );
+    assert_eq!((huge.status, huge.code()), (413, "body_too_large"));
     let bad_limit = app.admin("GET", "/admin/audit?limit=lots", None);
     assert_eq!(
         (bad_limit.status, bad_limit.code()),
