@@ -45,7 +45,11 @@ impl CachedKey {
     }
 
     pub fn mark_used(&self, now: i64) {
-        self.last_used_at.fetch_max(now, Ordering::Relaxed);
+        // Read first: the value changes once a second, and a write on every
+        // request would bounce this cache line between the workers' cores.
+        if self.last_used_at.load(Ordering::Relaxed) < now {
+            self.last_used_at.fetch_max(now, Ordering::Relaxed);
+        }
     }
 }
 
