@@ -5,17 +5,16 @@
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::web::{self, Bytes, BytesMut};
+use actix_web::web::{self, Bytes};
 use actix_web::{FromRequest, HttpRequest, HttpResponse};
 use futures_util::future::{ready, LocalBoxFuture, Ready};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{method_not_allowed, not_found, AdminState};
+use super::{body, method_not_allowed, not_found, AdminState};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -98,9 +97,9 @@ fn authenticate(req: &HttpRequest) -> Result<AdminCaller, Error> {
 /// Admin request bodies are a few small JSON fields.
 const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
-/// An admin request's body, read up to [`ADMIN_BODY_LIMIT`]. Reading it
-/// here rather than with actix's `Bytes` extractor makes an oversized body
-/// the contract's JSON 413 (`body_too_large`) instead of actix's plain text.
+/// An admin request's body, read up to [`ADMIN_BODY_LIMIT`] by the same
+/// reader as the public listener's, so an oversized body gets the
+/// contract's JSON 413 (`body_too_large`), not actix's plain text.
 /// Handlers take it after [`AdminCaller`], so the token is checked before
 /// any body is read.
 struct AdminBody(Bytes);
@@ -109,20 +108,13 @@ impl FromRequest for AdminBody {
     type Error = Error;
     type Future = LocalBoxFuture<'static, Result<Self, Error>>;
 
-    fn from_request(_req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let mut payload = payload.take();
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
         Box::pin(async move {
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
-                if body.len() + chunk.len() > ADMIN_BODY_LIMIT {
-                    return Err(Error::BodyTooLarge {
-                        limit: ADMIN_BODY_LIMIT,
-                    });
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(AdminBody(body.freeze()))
+            body::read_limited(&req, payload, ADMIN_BODY_LIMIT, |_| {})
+                .await
+                .map(AdminBody)
         })
     }
 }

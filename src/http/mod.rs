@@ -7,6 +7,7 @@
 //! so the binary and the tests run exactly the same server.
 
 mod admin;
+mod body;
 mod gateway;
 mod public;
 mod signed_request;

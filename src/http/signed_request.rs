@@ -11,29 +11,20 @@
 //!    request can never burn a partner's nonce.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::web::{Bytes, BytesMut};
+use actix_web::web::Bytes;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
-use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::PublicState;
+use super::{body, PublicState};
 use crate::clock;
 use crate::error::Error;
 use crate::rfc9421::{self, MessageSignature, RequestParts};
 use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign, SCHEME};
 use crate::store::CachedKey;
-
-/// A body over the limit is still read and discarded up to this many bytes
-/// (and for at most `DRAIN_TIME`) so the client finishes sending and sees
-/// the 413 instead of a reset connection; beyond that the connection is
-/// dropped.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
-const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// A request whose signature, key, timestamp and nonce all checked out.
 pub struct SignedRequest {
@@ -137,7 +128,7 @@ async fn verify_kg1(
     check_clock(timestamp, now, state.skew_secs)?;
 
     // 4. The body and the signature.
-    let (body, body_hash) = read_body(req, payload, state.max_body_bytes).await?;
+    let (body, body_hash) = read_hashed_body(req, payload, state.max_body_bytes).await?;
     let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let string_to_sign = StringToSign::new(&SignedParts {
         key_id: auth.key_id,
@@ -257,7 +248,9 @@ async fn verify_rfc9421(
     }
 
     // Step 4, per candidate: coverage, signature, then the body's digest.
-    let (body, _) = read_body(req, payload, state.max_body_bytes).await?;
+    // RFC 9421 signs a Content-Digest, not the body's hash: nothing to
+    // hash while it streams in.
+    let body = body::read_limited(req, payload, state.max_body_bytes, |_| {}).await?;
     let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let host = req
         .headers()
@@ -310,56 +303,18 @@ async fn verify_rfc9421(
     Err(first_error.expect("a candidate failed"))
 }
 
-/// Reads the whole body, hashing it as it arrives, refusing more than
-/// `limit` bytes.
-async fn read_body(
+/// Reads the whole body (bounded), hashing it as it arrives.
+async fn read_hashed_body(
     req: &HttpRequest,
-    mut payload: Payload,
+    payload: Payload,
     limit: usize,
 ) -> Result<(Bytes, BodyHash), Error> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared {
-        if length > limit as u64 {
-            drain(payload, length).await;
-            return Err(Error::BodyTooLarge { limit });
-        }
-    }
-
-    let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     let mut hasher = Sha256::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            drain(payload, u64::MAX).await;
-            return Err(Error::BodyTooLarge { limit });
-        }
-        hasher.update(&chunk);
-        body.extend_from_slice(&chunk);
-    }
+    let body = body::read_limited(req, payload, limit, |chunk| hasher.update(chunk)).await?;
     let hash = if body.is_empty() {
         BodyHash::EMPTY
     } else {
         BodyHash::from_digest(hasher.finalize().into())
     };
-    Ok((body.freeze(), hash))
-}
-
-async fn drain(mut payload: Payload, declared: u64) {
-    if declared > DRAIN_LIMIT as u64 && declared != u64::MAX {
-        return;
-    }
-    let _ = tokio::time::timeout(DRAIN_TIME, async {
-        let mut seen = 0usize;
-        while let Some(Ok(chunk)) = payload.next().await {
-            seen += chunk.len();
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    })
-    .await;
+    Ok((body, hash))
 }

@@ -1,0 +1,68 @@
+//! Reading a request body with a bound, for both listeners: one rule for
+//! what is too large and one way to refuse it (the contract's JSON 413).
+
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::HttpRequest;
+use futures_util::StreamExt;
+
+use crate::error::Error;
+
+/// A body over the limit is still read and discarded up to this many bytes
+/// (and for at most `DRAIN_TIME`) so the client finishes sending and sees
+/// the 413 instead of a reset connection; beyond that the connection is
+/// dropped.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// Reads the whole body, refusing more than `limit` bytes; `each_chunk`
+/// sees every chunk as it arrives (to hash the body while it streams in).
+pub(super) async fn read_limited(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+    mut each_chunk: impl FnMut(&[u8]),
+) -> Result<Bytes, Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared {
+        if length > limit as u64 {
+            drain(payload, length).await;
+            return Err(Error::BodyTooLarge { limit });
+        }
+    }
+
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            drain(payload, u64::MAX).await;
+            return Err(Error::BodyTooLarge { limit });
+        }
+        each_chunk(&chunk);
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn drain(mut payload: Payload, declared: u64) {
+    if declared > DRAIN_LIMIT as u64 && declared != u64::MAX {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = payload.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    })
+    .await;
+}
