@@ -84,7 +84,7 @@ pub struct NonceWindow {
     /// a pair already in the window is refused here, so replays never
     /// queue for a commit (a flood of them cannot slow fresh requests).
     seen: Arc<Mutex<SeenNonces>>,
-    hasher: RandomState,
+    hasher: PairHasher,
 }
 
 impl NonceWindow {
@@ -109,7 +109,7 @@ impl NonceWindow {
         nonce: &str,
         expires_at: i64,
     ) -> Result<(), Error> {
-        let hash = self.hasher.hash_one((&*key_id, nonce));
+        let hash = self.hasher.hash(&key_id, nonce);
         // A pair in the set was accepted before (or is being committed right
         // now): a replay, refused without a commit. A pair not in it may
         // still have been recorded by another process; the writer decides
@@ -157,12 +157,24 @@ impl NonceWindow {
     }
 }
 
+/// Hashes a (key_id, nonce) pair with SipHash under a random per-process
+/// key. The requests (checking for replays) and the writer (recording)
+/// must hash alike, so both hold a clone of the set's one hasher.
+#[derive(Clone)]
+struct PairHasher(RandomState);
+
+impl PairHasher {
+    fn hash(&self, key_id: &str, nonce: &str) -> u64 {
+        self.0.hash_one((key_id, nonce))
+    }
+}
+
 /// The pairs in the window, as keyed 64-bit hashes (SipHash with a random
 /// per-process key), indexed by expiry for purging. A hash collision can
 /// only make a fresh pair look used (a spurious `nonce_reused`, odds about
 /// window_size / 2^64 per request), never let a used one through.
 struct SeenNonces {
-    hasher: RandomState,
+    hasher: PairHasher,
     set: IntSet<u64>,
     by_expiry: BTreeMap<i64, Vec<u64>>,
 }
@@ -170,14 +182,10 @@ struct SeenNonces {
 impl SeenNonces {
     fn new() -> Self {
         SeenNonces {
-            hasher: RandomState::new(),
+            hasher: PairHasher(RandomState::new()),
             set: IntSet::default(),
             by_expiry: BTreeMap::new(),
         }
-    }
-
-    fn hash(&self, key_id: &str, nonce: &str) -> u64 {
-        self.hasher.hash_one((key_id, nonce))
     }
 
     fn contains(&self, hash: u64) -> bool {
@@ -261,7 +269,7 @@ impl Writer {
                 let mut seen = lock(seen);
                 for (key_id, nonce, expires_at) in decode_entries(row.get_ref(2)?.as_str()?) {
                     if expires_at >= now {
-                        let hash = seen.hash(key_id, nonce);
+                        let hash = seen.hasher.hash(key_id, nonce);
                         seen.insert(hash, expires_at);
                     }
                 }
@@ -315,8 +323,11 @@ impl Writer {
                 }
                 Err(e) => {
                     // Nothing was committed: the set must not remember it.
-                    for (hash, expires_at) in added {
-                        lock(&self.seen).forget(hash, expires_at);
+                    {
+                        let mut seen = lock(&self.seen);
+                        for (hash, expires_at) in added {
+                            seen.forget(hash, expires_at);
+                        }
                     }
                     tracing::error!(error = %e, rows = records.len(), "nonce window cannot record; refusing these requests (fail closed)");
                     for pending in records {
@@ -349,7 +360,6 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::catch_up_on(&tx, &self.seen, &mut self.last_seen_id)?;
         let mut outcomes = Vec::with_capacity(records.len());
-        let mut appended = false;
         let mut entries = String::new();
         let mut latest_expiry = i64::MIN;
         {
@@ -396,7 +406,6 @@ impl Writer {
                     "INSERT INTO nonce_batches(expires_at, entries) VALUES (?1, ?2)",
                 )?
                 .execute(params![latest_expiry, entries])?;
-                appended = true;
             }
             let mut touch = tx.prepare_cached(
                 "UPDATE keys SET last_used_at = ?2 WHERE key_id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
@@ -407,7 +416,7 @@ impl Writer {
         }
         let last_id = tx.last_insert_rowid();
         tx.commit()?;
-        if appended {
+        if !entries.is_empty() {
             self.last_seen_id = self.last_seen_id.max(last_id);
         }
         Ok(outcomes)
@@ -513,7 +522,7 @@ mod tests {
                 key_id: Arc::from("pk_a"),
                 nonce: Box::from(*n),
                 expires_at,
-                hash: lock(&writer.seen).hash("pk_a", n),
+                hash: lock(&writer.seen).hasher.hash("pk_a", n),
                 reply: oneshot::channel().0,
             })
             .collect();
