@@ -120,14 +120,15 @@ pub struct Store {
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Arc<Store>, String> {
         let catalog = Catalog::open(config)?;
-        let writer_conn = open_connection(config)
-            .and_then(|conn| {
-                conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)?;
-                Ok(conn)
-            })
-            .map_err(|e| format!("cannot open {}: {e}", config.db_path.display()))?;
-        let checkpoint_conn = open_connection(config)
-            .map_err(|e| format!("cannot open {}: {e}", config.db_path.display()))?;
+        let open = || {
+            open_connection(config)
+                .map_err(|e| format!("cannot open {}: {e}", config.db_path.display()))
+        };
+        let writer_conn = open()?;
+        writer_conn
+            .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(|e| format!("cannot configure {}: {e}", config.db_path.display()))?;
+        let checkpoint_conn = open()?;
         let store = Arc::new(Store {
             catalog,
             keys: KeyCache::default(),
@@ -210,8 +211,8 @@ impl Drop for Store {
 }
 
 /// One thread per store: checkpoints the WAL, polls for key changes made
-/// elsewhere, purges the nonce window and flushes last-used times. It holds only a weak reference,
-/// so it ends when the store is dropped.
+/// elsewhere, purges the nonce window and flushes last-used times. It holds
+/// only a weak reference, so it ends when the store is dropped.
 fn start_maintenance(store: Weak<Store>, checkpoint_conn: Connection) {
     std::thread::Builder::new()
         .name("keygate-maintenance".into())
