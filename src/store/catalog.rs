@@ -49,6 +49,16 @@ impl KeyStatus {
             (None, None) => KeyStatus::Active,
         }
     }
+
+    /// Whether a request may be accepted with a key in this status, and if
+    /// not, the contract's refusal (revoked before expired).
+    pub fn check_usable(self) -> Result<(), Error> {
+        match self {
+            KeyStatus::Revoked => Err(Error::KeyRevoked),
+            KeyStatus::Expired => Err(Error::KeyExpired),
+            KeyStatus::Active | KeyStatus::Expiring => Ok(()),
+        }
+    }
 }
 
 /// A key as listed: never its secret.

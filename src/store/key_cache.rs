@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::catalog::VerifyingKey;
+use super::catalog::{KeyStatus, VerifyingKey};
 use crate::error::Error;
 use crate::signature::SigningKey;
 
@@ -32,16 +32,11 @@ fn to_atomic(value: Option<i64>) -> i64 {
 }
 
 impl CachedKey {
-    /// Contract order, step 2: revoked before expired.
+    /// Contract order, step 2, by the same rule as the catalog and the
+    /// nonce writer.
     pub fn check_usable(&self, now: i64) -> Result<(), Error> {
-        if self.revoked_at.load(Ordering::Acquire) != NEVER {
-            return Err(Error::KeyRevoked);
-        }
-        let expires_at = self.expires_at.load(Ordering::Acquire);
-        if expires_at != NEVER && now >= expires_at {
-            return Err(Error::KeyExpired);
-        }
-        Ok(())
+        let load = |value: &AtomicI64| Some(value.load(Ordering::Acquire)).filter(|v| *v != NEVER);
+        KeyStatus::at(now, load(&self.expires_at), load(&self.revoked_at)).check_usable()
     }
 
     pub fn mark_used(&self, now: i64) {

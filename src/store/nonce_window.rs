@@ -384,11 +384,10 @@ impl Writer {
                         .optional()?;
                     key_states.insert(key_id, status);
                 }
-                let outcome = match key_states[&**key_id] {
-                    None => Err(Error::UnknownKey),
-                    Some(KeyStatus::Revoked) => Err(Error::KeyRevoked),
-                    Some(KeyStatus::Expired) => Err(Error::KeyExpired),
-                    Some(KeyStatus::Active | KeyStatus::Expiring) => {
+                let outcome = key_states[&**key_id]
+                    .ok_or(Error::UnknownKey)
+                    .and_then(KeyStatus::check_usable)
+                    .and_then(|()| {
                         if lock(&self.seen).insert(*hash, *expires_at) {
                             added.push((*hash, *expires_at));
                             encode_entry(&mut entries, key_id, nonce, *expires_at);
@@ -397,8 +396,7 @@ impl Writer {
                         } else {
                             Err(Error::NonceReused)
                         }
-                    }
-                };
+                    });
                 outcomes.push(outcome);
             }
             if !entries.is_empty() {
