@@ -5,28 +5,20 @@ wrk can send signed requests without signing anything itself.
 
     presign.py KEY_ID SECRET N PATH OUT_FILE
 
-An independent implementation of CONTRACT.md section 2 (standard library
-only), like tests/vectors/generate_kg1.py: the load run also checks that
-what a partner would write by hand is accepted.
+It signs with `sign()` from client-examples/python/client.py, the code
+partners copy, so the load run also shows that code being accepted.
 """
-import hashlib
-import hmac
 import os
 import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "client-examples", "python"))
+from client import sign  # noqa: E402
+
 key_id, secret, count, path, out_path = sys.argv[1:6]
-empty_body = hashlib.sha256(b"").hexdigest()
 # Valid for the whole run with the default 300 s skew.
-timestamp = str(int(time.time()) + 30)
-secret_bytes = secret.encode()
+timestamp = int(time.time()) + 30
 with open(out_path, "w") as out:
     for _ in range(int(count)):
-        nonce = os.urandom(16).hex()
-        string_to_sign = "\n".join(
-            ["KG1-HMAC-SHA256", key_id, timestamp, nonce, "GET", path, empty_body]
-        )
-        signature = hmac.new(secret_bytes, string_to_sign.encode(), hashlib.sha256).hexdigest()
-        out.write(
-            f"KG1-HMAC-SHA256 KeyId={key_id}, Timestamp={timestamp}, Nonce={nonce}, Signature={signature}\n"
-        )
+        header, _ = sign(key_id, secret, "GET", path, b"", timestamp=timestamp)
+        out.write(header + "\n")
