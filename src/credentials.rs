@@ -47,7 +47,7 @@ pub fn new_secret() -> Secret {
 pub fn new_nonce() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    const_hex::encode(bytes)
 }
 
 fn random_base64url(bytes: usize) -> String {
@@ -164,7 +164,7 @@ impl MasterKey {
         let bytes = URL_SAFE_NO_PAD
             .decode(text)
             .ok()
-            .or_else(|| hex::decode(text).ok())
+            .or_else(|| const_hex::decode(text).ok())
             .filter(|b| b.len() == 32)
             .ok_or_else(|| {
                 format!(

@@ -87,7 +87,7 @@ fn vector_lines() -> (String, Vec<String>) {
                 field("request_target"),
                 field("timestamp"),
                 field("nonce"),
-                hex::encode(body),
+                const_hex::encode(body),
             ]
             .join("\t"),
         );
