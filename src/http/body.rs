@@ -33,7 +33,7 @@ pub(super) async fn read_limited(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = declared {
         if length > limit as u64 {
-            drain(payload, length).await;
+            Box::pin(drain(payload, length)).await;
             return Err(Error::BodyTooLarge { limit });
         }
     }
@@ -42,7 +42,7 @@ pub(super) async fn read_limited(
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
         if body.len() + chunk.len() > limit {
-            drain(payload, u64::MAX).await;
+            Box::pin(drain(payload, u64::MAX)).await;
             return Err(Error::BodyTooLarge { limit });
         }
         each_chunk(&chunk);

@@ -134,7 +134,9 @@ impl NonceWindow {
             }
         };
         if let Some(job) = job {
-            self.jobs.send_timeout(job, QUEUE_WAIT).await.map_err(|e| {
+            // Boxed: the timer would otherwise sit in every request's future.
+            let wait = Box::pin(self.jobs.send_timeout(job, QUEUE_WAIT));
+            wait.await.map_err(|e| {
                 Error::Unavailable(match e {
                     mpsc::error::SendTimeoutError::Timeout(_) => "nonce writer queue full".into(),
                     mpsc::error::SendTimeoutError::Closed(_) => "nonce writer stopped".into(),
