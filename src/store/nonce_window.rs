@@ -45,12 +45,6 @@ use crate::error::Error;
 /// Most pairs recorded in one transaction: large enough to share commits
 /// under load, small enough that one transaction holds the lock briefly.
 const MAX_BATCH: usize = 1024;
-/// Group commit: under load the writer waits this long after the first
-/// queued pair so that more requests share one commit. Measured with
-/// `benches/load.sh` (64 connections, several noisy runs each):
-/// signed/unauthenticated rose from 0.48-0.55 to 0.58-0.63 and the added
-/// p99 dropped; 100 and 300 µs did no better (see BENCHMARKS.md).
-const GROUP_COMMIT_WAIT: Duration = Duration::from_micros(200);
 /// Requests that may wait for the writer; beyond it they wait up to
 /// `QUEUE_WAIT`, then are refused with 503 rather than queued without bound.
 const QUEUE_CAPACITY: usize = 8192;
@@ -283,14 +277,14 @@ impl Writer {
 
     fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        let mut previous_batch = 0;
+        // Group commit without a timer: whatever queued while the last
+        // commit ran shares the next one. Waiting on purpose for more
+        // requests to join (200 µs) made fewer, larger commits but cost more
+        // throughput than it saved: with a fixed number of connections
+        // every microsecond a request waits is a microsecond its connection
+        // sends nothing (benches/wrk, interleaved runs: signed/unauthenticated
+        // 0.68 with the wait, 0.73 without).
         while let Some(first) = queue.blocking_recv() {
-            // Under load (the last batch shared its commit), give other
-            // requests a moment to join this one; a lone request is never
-            // delayed.
-            if previous_batch > 1 {
-                std::thread::sleep(GROUP_COMMIT_WAIT);
-            }
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -298,7 +292,6 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            previous_batch = batch.len();
             self.process(&mut batch);
         }
     }
