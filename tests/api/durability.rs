@@ -142,7 +142,7 @@ fn expired_nonces_are_purged() {
             .unwrap()
     };
     assert!(count() >= 20);
-    // Rows live until ts + skew + 1 (here ~2 s); housekeeping runs every 2 s.
+    // Rows live until ts + skew + 1 (here ~2 s); the purge runs every 200 ms.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count() > 0 {
         assert!(
