@@ -7,7 +7,7 @@
 #   benches/load.sh                               # normal durability, 64 connections, 10 s phases
 #   DURABILITY=full benches/load.sh
 #   SKEW=10 DURATION=60s benches/load.sh          # watch the nonce log stay bounded
-#   THREADS=2 CONNECTIONS=64 benches/load.sh      # generator threads
+#   THREADS=1 CONNECTIONS=64 benches/load.sh      # generator threads (default 2)
 #
 # Everything stays on 127.0.0.1 and stops by itself.
 set -euo pipefail
@@ -42,8 +42,8 @@ rows() { python3 -c 'import sqlite3,sys; print("%d pairs in %d batches" % sqlite
 ) &
 sampler=$!
 
-echo "durability=$KEYGATE_DURABILITY skew=${KEYGATE_SKEW_SECS}s connections=${CONNECTIONS:-64} threads=${THREADS:-1} duration=${DURATION:-10s}"
-"$bin" bench --url "http://127.0.0.1:$port" -c "${CONNECTIONS:-64}" --threads "${THREADS:-1}" -d "${DURATION:-10s}"
+echo "durability=$KEYGATE_DURABILITY skew=${KEYGATE_SKEW_SECS}s connections=${CONNECTIONS:-64} threads=${THREADS:-2} duration=${DURATION:-10s}"
+"$bin" bench --url "http://127.0.0.1:$port" -c "${CONNECTIONS:-64}" --threads "${THREADS:-2}" -d "${DURATION:-10s}"
 echo "server peak RSS: $(grep VmHWM /proc/$server/status | awk '{print $2, $3}')"
 kill "$sampler" 2>/dev/null || true
 cat "$work/rows.log" 2>/dev/null || true
