@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use nohash_hasher::IntSet;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::KeyStatus;
@@ -350,9 +350,7 @@ impl Writer {
         added: &mut Vec<(u64, i64)>,
     ) -> rusqlite::Result<Vec<Result<(), Error>>> {
         let now = clock::now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = WriteTransaction::begin(&self.conn)?;
         Self::catch_up_on(&tx, &self.seen, &mut self.last_seen_id)?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut entries = String::new();
@@ -442,6 +440,51 @@ impl Writer {
     }
 }
 
+/// `BEGIN IMMEDIATE` ... `COMMIT` with both statements from the connection's
+/// statement cache. rusqlite's `Transaction` parses them again for every
+/// transaction, which was a twentieth of the writer's time under load
+/// (perf, benches/wrk). Dropped without `commit`, it rolls back.
+struct WriteTransaction<'c> {
+    conn: &'c Connection,
+    committed: bool,
+}
+
+impl<'c> WriteTransaction<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(WriteTransaction {
+            conn,
+            committed: false,
+        })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for WriteTransaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for WriteTransaction<'_> {
+    fn drop(&mut self) {
+        // A failed statement or COMMIT (e.g. SQLITE_BUSY) leaves the
+        // transaction open; nothing of it may stay.
+        if !self.committed && !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "nonce writer could not roll back");
+            }
+        }
+    }
+}
+
 /// One line per pair: `key_id TAB nonce TAB expires_at LF`. Neither a key
 /// id nor a nonce can hold a tab or a line feed (KG1 nonces are
 /// `[A-Za-z0-9_-]`, RFC 9421 nonces are structured-field strings, which
@@ -476,6 +519,31 @@ fn decode_entries(entries: &str) -> impl Iterator<Item = (&str, &str, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_transaction_rolls_back_unless_committed() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(x)").unwrap();
+        let count = || -> i64 {
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        };
+        {
+            let tx = WriteTransaction::begin(&conn).unwrap();
+            tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        }
+        assert_eq!(count(), 0);
+        assert!(conn.is_autocommit(), "the dropped transaction is closed");
+        let tx = WriteTransaction::begin(&conn).unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(count(), 1);
+        // The cached statements serve the next transaction too.
+        let tx = WriteTransaction::begin(&conn).unwrap();
+        tx.execute("INSERT INTO t VALUES (2)", []).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(count(), 2);
+    }
 
     #[test]
     fn entries_round_trip_and_malformed_lines_are_skipped() {
