@@ -2,8 +2,9 @@
 -- header from "$AUTH_FILE.<thread number>" (see presign.py), so each one
 -- has a fresh nonce. The same script drives the unauthenticated phase
 -- (TARGET=/healthz ignores the header), so both phases cost wrk the same.
+-- START skips headers an earlier signed phase already used.
 local headers = {}
-local count, next_index = 0, 0
+local count, next_index = 0, tonumber(os.getenv("START") or "0")
 local threads = {}
 
 function setup(thread)
