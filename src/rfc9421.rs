@@ -68,13 +68,14 @@ impl MessageSignature {
     }
 }
 
+/// Each label of a request's signatures, with its parsed signature or why
+/// keygate cannot use it.
+pub type LabelledSignatures = Vec<(String, Result<MessageSignature, String>)>;
+
 /// Parses both headers. The outer error means the headers themselves are
 /// unusable; each label then parses (or fails) on its own, so a request can
 /// carry signatures for other verifiers beside keygate's.
-pub fn parse(
-    signature_input: &str,
-    signature: &str,
-) -> Result<Vec<(String, Result<MessageSignature, String>)>, String> {
+pub fn parse(signature_input: &str, signature: &str) -> Result<LabelledSignatures, String> {
     let inputs: Dictionary = Parser::new(signature_input)
         .parse()
         .map_err(|e| format!("Signature-Input is not a valid structured-field dictionary: {e}"))?;

@@ -518,7 +518,7 @@ impl Catalog {
     }
 
     /// (key_id, expires_at, revoked_at) of every key.
-    pub(crate) fn key_states(&self) -> Result<Vec<(String, Option<i64>, Option<i64>)>, Error> {
+    pub(crate) fn key_states(&self) -> Result<Vec<KeyState>, Error> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT key_id, expires_at, revoked_at FROM keys")?;
         let states = stmt
@@ -527,6 +527,9 @@ impl Catalog {
         Ok(states)
     }
 }
+
+/// A key's id, expiry and revocation time, as the verifier's cache needs them.
+pub(crate) type KeyState = (String, Option<i64>, Option<i64>);
 
 /// A year: a longer overlap is a second key, not a rotation.
 pub const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;
