@@ -236,3 +236,46 @@ fn start_maintenance(store: Weak<Store>, checkpoint_conn: Connection) {
         })
         .expect("spawn maintenance thread");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    /// The writer may skip re-reading a key between transactions only while
+    /// no other connection has committed. Here another connection revokes
+    /// the key (as the CLI or another keygate would) and the very next
+    /// record is refused, before the 200 ms poll could tell the cache.
+    #[test]
+    fn a_key_revoked_by_another_connection_is_refused_at_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::new(dir.path().join("keygate.db"));
+        let store = Store::open(&config).unwrap();
+        let app = store.catalog().create_app("test", "test").unwrap();
+        let key_id = store
+            .catalog()
+            .create_key(&app.app_id, None, "test")
+            .unwrap()
+            .key_id;
+        let key = store.find_key(&key_id).unwrap().unwrap();
+        let until = crate::clock::now() + 60;
+        block_on(store.record_nonce(&key, "nonce-before-revocation", until)).unwrap();
+
+        let other = Connection::open(dir.path().join("keygate.db")).unwrap();
+        other
+            .execute(
+                "UPDATE keys SET revoked_at = ?2 WHERE key_id = ?1",
+                rusqlite::params![&key_id, crate::clock::now() - 1],
+            )
+            .unwrap();
+        let refused = block_on(store.record_nonce(&key, "nonce-after-revocation", until));
+        assert!(matches!(refused, Err(Error::KeyRevoked)), "{refused:?}");
+    }
+}
