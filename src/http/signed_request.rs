@@ -43,8 +43,9 @@ impl FromRequest for SignedRequest {
 }
 
 /// One allocation per signed request holds this future, so its size is
-/// watched (see the test below): rarely used paths with large state, RFC
-/// 9421 and the queue-full wait, are boxed separately.
+/// watched (see the test below): rarely used paths with large state (RFC
+/// 9421, draining an oversized body, the queue-full wait) are boxed
+/// separately.
 async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
     let result = verify(&req, payload).await;
     if let Err(e) = &result {

@@ -249,10 +249,10 @@ mod tests {
             .block_on(future)
     }
 
-    /// The writer may skip re-reading a key between transactions only while
-    /// no other connection has committed. Here another connection revokes
-    /// the key (as the CLI or another keygate would) and the very next
-    /// record is refused, before the 200 ms poll could tell the cache.
+    /// The writer re-reads the key's row inside every transaction. Here
+    /// another connection revokes the key (as the CLI or another keygate
+    /// would) and the very next record is refused, before the 200 ms poll
+    /// could tell the cache.
     #[test]
     fn a_key_revoked_by_another_connection_is_refused_at_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
