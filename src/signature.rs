@@ -217,15 +217,9 @@ pub struct BodyHash([u8; 64]);
 
 impl BodyHash {
     /// Most signed requests (every GET) have no body; no need to hash it.
-    pub const EMPTY: BodyHash = {
-        let mut hex_digits = [0u8; 64];
-        let text = EMPTY_BODY_SHA256.as_bytes();
-        let mut i = 0;
-        while i < 64 {
-            hex_digits[i] = text[i];
-            i += 1;
-        }
-        BodyHash(hex_digits)
+    pub const EMPTY: BodyHash = match EMPTY_BODY_SHA256.as_bytes().first_chunk::<64>() {
+        Some(hex_digits) => BodyHash(*hex_digits),
+        None => panic!("EMPTY_BODY_SHA256 holds 64 hex digits"),
     };
 
     pub fn of(body: &[u8]) -> Self {
