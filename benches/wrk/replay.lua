@@ -2,9 +2,12 @@
 -- header from "$AUTH_FILE.<thread number>" (see presign.py), so each one
 -- has a fresh nonce. The same script drives the unauthenticated phase
 -- (TARGET=/healthz ignores the header), so both phases cost wrk the same.
--- START skips headers an earlier signed phase already used.
+-- START skips headers an earlier signed phase already used; with NEXT_FILE
+-- set, the run writes there where the next phase should start.
 local headers = {}
-local count, next_index = 0, tonumber(os.getenv("START") or "0")
+-- next_index is a global so that done() can read it from each thread.
+local count = 0
+next_index = tonumber(os.getenv("START") or "0")
 local threads = {}
 
 function setup(thread)
@@ -29,4 +32,16 @@ function request()
     next_index = 1
   end
   return wrk.format("GET", os.getenv("TARGET"), { ["Authorization"] = headers[next_index] })
+end
+
+function done(summary, latency, requests)
+  local next_file = os.getenv("NEXT_FILE")
+  if next_file == nil then return end
+  local furthest = 0
+  for _, thread in ipairs(threads) do
+    furthest = math.max(furthest, thread:get("next_index"))
+  end
+  local file = assert(io.open(next_file, "w"))
+  file:write(furthest, "\n")
+  file:close()
 end
