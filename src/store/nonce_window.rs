@@ -83,6 +83,8 @@ pub struct NonceWindow {
 
 impl NonceWindow {
     pub(crate) fn start(conn: Connection) -> NonceWindow {
+        #[cfg(feature = "bench-decomposition")]
+        decomposition::mode(); // warns now, not at the first request
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let seen = SeenNonces::new();
         let hasher = seen.hasher.clone();
@@ -104,6 +106,10 @@ impl NonceWindow {
         expires_at: i64,
     ) -> Result<(), Error> {
         let hash = self.hasher.hash(&key_id, nonce);
+        #[cfg(feature = "bench-decomposition")]
+        if decomposition::mode() == decomposition::Mode::MemoryOnly {
+            return decomposition::record_in_memory(&self.seen, hash, expires_at);
+        }
         // A pair in the set was accepted before (or is being committed right
         // now): a replay, refused without a commit. A pair not in it may
         // still have been recorded by another process; the writer decides
@@ -308,6 +314,14 @@ impl Writer {
             }
         }
 
+        #[cfg(feature = "bench-decomposition")]
+        if decomposition::mode() == decomposition::Mode::WriterThreadOnly {
+            for pending in records.drain(..) {
+                let outcome =
+                    decomposition::record_in_memory(&self.seen, pending.hash, pending.expires_at);
+                let _ = pending.reply.send(outcome);
+            }
+        }
         if !records.is_empty() || !touches.is_empty() {
             let mut added = Vec::new();
             match self.record_batch(&records, &touches, &mut added) {
@@ -437,6 +451,60 @@ impl Writer {
             )?
             .execute([now])?;
         Ok(())
+    }
+}
+
+/// Benchmark-only ways to record a pair without part of the machinery, to
+/// measure what each part of a signed request costs (benches/wrk/run.sh,
+/// `NONCE_MODES`). They accept pairs that are not durable, so they exist
+/// only in builds with the `bench-decomposition` feature, never in a normal
+/// build, and the server warns at start-up when one is on.
+#[cfg(feature = "bench-decomposition")]
+mod decomposition {
+    use super::{lock, Error, Mutex, SeenNonces};
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub(super) enum Mode {
+        /// The real thing (the default).
+        Durable,
+        /// Through the writer thread and back, without SQLite.
+        WriterThreadOnly,
+        /// Checked and remembered by the request itself: no writer thread,
+        /// no SQLite.
+        MemoryOnly,
+    }
+
+    /// From `KEYGATE_BENCH_NONCE_MODE` (`durable`, `writer-thread-only`,
+    /// `memory-only`), read once.
+    pub(super) fn mode() -> Mode {
+        static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+        *MODE.get_or_init(|| {
+            let mode = match std::env::var("KEYGATE_BENCH_NONCE_MODE").as_deref() {
+                Ok("writer-thread-only") => Mode::WriterThreadOnly,
+                Ok("memory-only") => Mode::MemoryOnly,
+                Ok("durable") | Err(_) => Mode::Durable,
+                // A typo must not pass for a measurement of another mode.
+                Ok(other) => panic!(
+                    "KEYGATE_BENCH_NONCE_MODE={other}: expected durable, writer-thread-only or memory-only"
+                ),
+            };
+            if mode != Mode::Durable {
+                tracing::warn!(?mode, "benchmark build: nonces are NOT recorded durably");
+            }
+            mode
+        })
+    }
+
+    pub(super) fn record_in_memory(
+        seen: &Mutex<SeenNonces>,
+        hash: u64,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        if lock(seen).insert(hash, expires_at) {
+            Ok(())
+        } else {
+            Err(Error::NonceReused)
+        }
     }
 }
 
