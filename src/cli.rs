@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::{Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_SKEW_SECS};
+use crate::config::{Config, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_SKEW_SECS};
 use crate::http::Application;
 use crate::signature::{self, BodyHash, SignedParts, StringToSign};
 use crate::store::{Catalog, Durability, StoreConfig};
@@ -137,6 +137,10 @@ struct ServeArgs {
     /// Largest request body accepted on the public listener.
     #[arg(long, env = "KEYGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Seconds a request body may take to arrive in full, else 408 body_timeout.
+    #[arg(long, env = "KEYGATE_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
     /// Gateway mode: forward verified requests to this base URL.
     #[arg(long, env = "KEYGATE_UPSTREAM")]
     upstream: Option<String>,
@@ -292,6 +296,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         admin_token: args.admin_token,
         skew_secs: args.skew_secs,
         max_body_bytes: args.max_body_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
         upstream: args.upstream,
         public_origin: args.public_origin,
         workers: args.workers,

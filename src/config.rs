@@ -4,11 +4,13 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::store::StoreConfig;
 
 pub const DEFAULT_SKEW_SECS: u32 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
 
 #[derive(Clone)]
 pub struct Config {
@@ -22,6 +24,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub skew_secs: u32,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive in full, counted from
+    /// when its handler starts reading it (both listeners).
+    pub body_timeout: Duration,
     pub upstream: Option<String>,
     pub public_origin: Option<String>,
     /// actix worker threads for the public listener (`None`: one per core).
@@ -38,6 +43,7 @@ impl Config {
             admin_token: None,
             skew_secs: DEFAULT_SKEW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
             upstream: None,
             public_origin: None,
             workers: None,
@@ -58,6 +64,7 @@ impl fmt::Debug for Config {
             )
             .field("skew_secs", &self.skew_secs)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_timeout", &self.body_timeout)
             .field("upstream", &self.upstream)
             .field("public_origin", &self.public_origin)
             .field("workers", &self.workers)

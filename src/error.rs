@@ -43,6 +43,10 @@ pub enum Error {
     BodyTooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
     UnreadableBody(String),
+    /// The body did not arrive in full in time: a stalled or trickling
+    /// upload must not hold a connection and a handler forever.
+    #[error("the request body did not arrive in full within {secs} s")]
+    BodyTimeout { secs: u64 },
     /// Fail closed: the nonce could not be recorded durably, so the request
     /// is not accepted. The reason goes to the log, not to the partner.
     #[error("keygate cannot record this request right now; retry with a new nonce")]
@@ -89,6 +93,7 @@ impl Error {
             Error::ContentDigestMismatch(_) => "content_digest_mismatch",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::UnreadableBody(_) => "unreadable_body",
+            Error::BodyTimeout { .. } => "body_timeout",
             Error::Unavailable(_) => "unavailable",
             Error::AdminTokenInvalid => "invalid_admin_token",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
@@ -120,6 +125,9 @@ impl Error {
             Error::BodyTooLarge { limit } => {
                 extra.insert("limit_bytes".into(), json!(limit));
             }
+            Error::BodyTimeout { secs } => {
+                extra.insert("timeout_secs".into(), json!(secs));
+            }
             _ => {}
         }
         extra
@@ -148,6 +156,7 @@ impl ResponseError for Error {
             | Error::AdminTokenMissing
             | Error::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::UnreadableBody(_) | Error::InvalidJson(_) | Error::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
             }

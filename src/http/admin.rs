@@ -112,7 +112,11 @@ impl FromRequest for AdminBody {
         let req = req.clone();
         let payload = payload.take();
         Box::pin(async move {
-            body::read_limited(&req, payload, ADMIN_BODY_LIMIT, |_| {})
+            let timeout = req
+                .app_data::<web::Data<AdminState>>()
+                .expect("AdminState is registered on the admin app")
+                .body_timeout;
+            body::read_limited(&req, payload, ADMIN_BODY_LIMIT, timeout, |_| {})
                 .await
                 .map(AdminBody)
         })

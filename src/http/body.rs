@@ -18,13 +18,15 @@ use crate::error::Error;
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Reads the whole body, refusing more than `limit` bytes; `each_chunk`
-/// sees every chunk as it arrives (to hash the body while it streams in).
+/// Reads the whole body, refusing more than `limit` bytes or a body that
+/// has not arrived in full within `timeout`; `each_chunk` sees every chunk
+/// as it arrives (to hash the body while it streams in).
 pub(super) async fn read_limited(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
-    mut each_chunk: impl FnMut(&[u8]),
+    timeout: Duration,
+    each_chunk: impl FnMut(&[u8]),
 ) -> Result<Bytes, Error> {
     let declared = req
         .headers()
@@ -33,11 +35,46 @@ pub(super) async fn read_limited(
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(length) = declared {
         if length > limit as u64 {
-            Box::pin(drain(payload, length)).await;
+            Box::pin(drain(&mut payload, length)).await;
             return Err(Error::BodyTooLarge { limit });
         }
     }
+    let has_body = match declared {
+        Some(length) => length > 0,
+        None => req.headers().contains_key(header::TRANSFER_ENCODING),
+    };
+    if !has_body {
+        // Nothing to wait for: no timer on the path most signed requests
+        // (GETs) take.
+        return read_chunks(&mut payload, declared, limit, each_chunk).await;
+    }
+    // Boxed: the timer would otherwise sit in every request's future.
+    let outcome = Box::pin(tokio::time::timeout(
+        timeout,
+        read_chunks(&mut payload, declared, limit, each_chunk),
+    ))
+    .await;
+    outcome.unwrap_or_else(|_elapsed| {
+        // actix keeps a connection open to drain a dropped chunked body,
+        // however slowly it comes (a stalled upload would hold it forever),
+        // but closes it when the answer goes out while the body is still
+        // being received. So the payload outlives the request for a moment.
+        actix_web::rt::spawn(async move {
+            actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+            drop(payload);
+        });
+        Err(Error::BodyTimeout {
+            secs: timeout.as_secs(),
+        })
+    })
+}
 
+async fn read_chunks(
+    payload: &mut Payload,
+    declared: Option<u64>,
+    limit: usize,
+    mut each_chunk: impl FnMut(&[u8]),
+) -> Result<Bytes, Error> {
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
@@ -51,7 +88,7 @@ pub(super) async fn read_limited(
     Ok(body.freeze())
 }
 
-async fn drain(mut payload: Payload, declared: u64) {
+async fn drain(payload: &mut Payload, declared: u64) {
     if declared > DRAIN_LIMIT as u64 && declared != u64::MAX {
         return;
     }

@@ -14,6 +14,7 @@ mod signed_request;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -31,6 +32,7 @@ pub struct PublicState {
     pub store: Arc<Store>,
     pub skew_secs: u32,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
     pub public_origin: Option<PublicOrigin>,
 }
 
@@ -66,6 +68,7 @@ impl PublicOrigin {
 pub struct AdminState {
     pub store: Arc<Store>,
     pub token: AdminToken,
+    pub body_timeout: Duration,
 }
 
 pub struct Application {
@@ -113,6 +116,7 @@ impl Application {
             store: store.clone(),
             skew_secs: config.skew_secs,
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
             public_origin,
         });
         let upstream = config.upstream.clone();
@@ -134,7 +138,11 @@ impl Application {
             public = public.workers(workers);
         }
 
-        let admin_state = web::Data::new(AdminState { store, token });
+        let admin_state = web::Data::new(AdminState {
+            store,
+            token,
+            body_timeout: config.body_timeout,
+        });
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(admin_state.clone())

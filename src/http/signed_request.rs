@@ -134,7 +134,7 @@ async fn verify_kg1(
     check_clock(timestamp, now, state.skew_secs)?;
 
     // 4. The body and the signature.
-    let (body, body_hash) = read_hashed_body(req, payload, state.max_body_bytes).await?;
+    let (body, body_hash) = read_hashed_body(req, payload, state).await?;
     let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let string_to_sign = StringToSign::new(&SignedParts {
         key_id: auth.key_id,
@@ -256,7 +256,14 @@ async fn verify_rfc9421(
     // Step 4, per candidate: coverage, signature, then the body's digest.
     // RFC 9421 signs a Content-Digest, not the body's hash: nothing to
     // hash while it streams in.
-    let body = body::read_limited(req, payload, state.max_body_bytes, |_| {}).await?;
+    let body = body::read_limited(
+        req,
+        payload,
+        state.max_body_bytes,
+        state.body_timeout,
+        |_| {},
+    )
+    .await?;
     let request_target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let host = req
         .headers()
@@ -313,10 +320,17 @@ async fn verify_rfc9421(
 async fn read_hashed_body(
     req: &HttpRequest,
     payload: Payload,
-    limit: usize,
+    state: &PublicState,
 ) -> Result<(Bytes, BodyHash), Error> {
     let mut hasher = Sha256::new();
-    let body = body::read_limited(req, payload, limit, |chunk| hasher.update(chunk)).await?;
+    let body = body::read_limited(
+        req,
+        payload,
+        state.max_body_bytes,
+        state.body_timeout,
+        |chunk| hasher.update(chunk),
+    )
+    .await?;
     let hash = if body.is_empty() {
         BodyHash::EMPTY
     } else {

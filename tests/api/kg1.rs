@@ -379,6 +379,36 @@ fn oversized_bodies_are_413() {
     assert!(body.contains("body_too_large"));
 }
 
+/// A body that stops arriving gets a 408 once the body timeout has passed,
+/// and the server closes the connection, instead of holding it and its
+/// handler forever: on both listeners, with a declared length or chunked.
+#[test]
+fn a_stalled_body_times_out_with_408() {
+    use std::time::{Duration, Instant};
+    let app = spawn_app_with(|c| c.body_timeout = Duration::from_secs(1));
+    let key = app.create_key();
+    let signing = Signing::new(&key, "POST", "/v1/echo", b"0123456789");
+    let authorization = signing.authorization();
+    let stalled = [
+        (app.public, format!("POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nContent-Length: 10\r\n\r\n01")),
+        (app.public, format!("POST /v1/echo HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n01\r\n")),
+        (app.admin, format!("POST /admin/apps HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{{\"name\"")),
+    ];
+    for (listener, request) in stalled {
+        let started = Instant::now();
+        let (status, body) = raw_request(listener, request.as_bytes());
+        assert_eq!(status, 408, "{body}");
+        assert!(body.contains("\"code\":\"body_timeout\""), "{body}");
+        // The timeout (1 s), then actix's 1 s for the client to hang up:
+        // a connection left open would last raw_request's 10 s read timeout.
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "connection open for {took:?}: {request:?}"
+        );
+    }
+}
+
 #[test]
 fn default_body_limit_is_one_mebibyte() {
     let app = spawn_app();
