@@ -25,31 +25,10 @@
 #                       without SQLite
 #   memory-only         the request checks and remembers the pair itself
 #
-# Any mode but `durable` needs a build with the benchmark-only
-# `bench-decomposition` feature, which accepts nonces that are not durable.
-# It goes to its own target directory (target/bench-decomposition) so that
-# it can never be mistaken for target/release/keygate.
+# Any mode but `durable` needs a benchmark-only build (see servers.sh).
 #
 # Needs wrk (apt-get install wrk). Everything stays on 127.0.0.1.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-modes=${NONCE_MODES:-durable}
-if [ "$modes" = durable ]; then
-  cargo build --release --quiet
-  bin=$PWD/target/release/keygate
-else
-  cargo build --release --quiet --features bench-decomposition --target-dir target/bench-decomposition
-  bin=$PWD/target/bench-decomposition/release/keygate
-fi
-here=$PWD/benches/wrk
-work=$(mktemp -d)
-declare -A pid port
-trap 'kill ${pid[*]:-} 2>/dev/null; rm -rf "$work"' EXIT
-
-export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
-export KEYGATE_DURABILITY=${DURABILITY:-normal}
-export KEYGATE_LOG=warn
 duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-64}
@@ -58,24 +37,8 @@ connections=${CONNECTIONS:-64}
 # here). Running out means replays, which keygate refuses (wrk counts them
 # as non-2xx).
 per_thread=$((rounds * duration * 60000 + 50000))
-
-start_server() { # mode: a server on its own database, a key, and pre-signed headers
-  local mode=$1 dir=$work/$1 p key key_id secret first
-  mkdir -p "$dir"
-  export KEYGATE_DB=$dir/keygate.db
-  p=$((20000 + RANDOM % 20000))
-  KEYGATE_BENCH_NONCE_MODE=$mode "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) 2>"$dir/serve.log" &
-  pid[$mode]=$!
-  port[$mode]=$p
-  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-  key=$("$bin" key create "$("$bin" app create wrk-load --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
-  key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
-  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
-  python3 "$here/presign.py" "$key_id" "$secret" $per_thread /v1/whoami "$dir/auth.1" & first=$!
-  python3 "$here/presign.py" "$key_id" "$secret" $per_thread /v1/whoami "$dir/auth.2"
-  wait $first
-}
-for mode in $modes; do start_server "$mode"; done
+source "$(dirname "$0")/servers.sh"
+for mode in $modes; do start_server "$mode" "$per_thread"; done
 
 server_ticks() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
 declare -A requests ticks p99s next_nonce

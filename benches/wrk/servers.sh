@@ -1,0 +1,49 @@
+# Sourced by run.sh and window_rss.sh: builds keygate, and start_server
+# starts one on a fresh database, creates a key and pre-signs headers for it.
+#
+# NONCE_MODES (default `durable`) chooses the build: any other mode needs
+# the benchmark-only `bench-decomposition` feature, which accepts nonces
+# that are not durable. That build goes to its own target directory
+# (target/bench-decomposition) so that it can never be mistaken for
+# target/release/keygate.
+#
+# Needs wrk (apt-get install wrk). Everything stays on 127.0.0.1.
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+modes=${NONCE_MODES:-durable}
+if [ "$modes" = durable ]; then
+  cargo build --release --quiet
+  bin=$PWD/target/release/keygate
+else
+  cargo build --release --quiet --features bench-decomposition --target-dir target/bench-decomposition
+  bin=$PWD/target/bench-decomposition/release/keygate
+fi
+here=$PWD/benches/wrk
+work=$(mktemp -d)
+declare -A pid port
+trap 'kill ${pid[*]:-} 2>/dev/null; rm -rf "$work"' EXIT
+
+export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
+export KEYGATE_DURABILITY=${DURABILITY:-normal}
+export KEYGATE_LOG=warn
+
+# start_server MODE HEADERS: a server in $work/MODE, its pid and port in
+# ${pid[MODE]} and ${port[MODE]}, and HEADERS pre-signed Authorization
+# headers for GET /v1/whoami in each of $work/MODE/auth.1 and auth.2 (one
+# file per wrk thread, see replay.lua).
+start_server() {
+  local mode=$1 dir=$work/$1 p key key_id secret first
+  mkdir -p "$dir"
+  export KEYGATE_DB=$dir/keygate.db
+  p=$((20000 + RANDOM % 20000))
+  KEYGATE_BENCH_NONCE_MODE=$mode "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) 2>"$dir/serve.log" &
+  pid[$mode]=$!
+  port[$mode]=$p
+  for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  key=$("$bin" key create "$("$bin" app create wrk-load --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
+  key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
+  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
+  python3 "$here/presign.py" "$key_id" "$secret" "$2" /v1/whoami "$dir/auth.1" & first=$!
+  python3 "$here/presign.py" "$key_id" "$secret" "$2" /v1/whoami "$dir/auth.2"
+  wait $first
+}
