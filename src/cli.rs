@@ -479,7 +479,14 @@ fn request(args: RequestArgs) -> Result<ExitCode, String> {
         eprintln!("> {method} {target}\n> Authorization: {authorization}");
     }
 
-    let mut req = ureq::request_url(&method, &url).set("Authorization", &authorization);
+    // A server that never answers must not leave the command waiting
+    // forever (keygate's own body timeout is 30 s by default).
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut req = agent
+        .request_url(&method, &url)
+        .set("Authorization", &authorization);
     for header in &args.headers {
         let (name, value) = header
             .split_once(':')
