@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_SKEW_SECS};
 use crate::http::Application;
@@ -280,10 +283,24 @@ fn init_logging() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    // actix logs every request it cannot parse (and answers with a bare
+    // 400) as an ERROR "stream error": the peer's fault, not keygate's, and
+    // a port scanner would fill the log with it. Shown in debug runs only.
+    let dispatcher = if level >= tracing::Level::DEBUG {
+        LevelFilter::from_level(level)
+    } else {
+        LevelFilter::OFF
+    };
+    let filter = Targets::new()
+        .with_default(level)
+        .with_target("actix_http::h1::dispatcher", dispatcher);
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .with(filter)
         .try_init();
 }
 
