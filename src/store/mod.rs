@@ -14,7 +14,7 @@ pub mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -216,17 +216,16 @@ fn start_maintenance(store: Weak<Store>, checkpoint_conn: Connection) {
         .name("keygate-maintenance".into())
         .spawn(move || {
             let mut tick: u32 = 0;
+            let mut checkpoint_failures = RetriedFailure::new("WAL checkpoint");
+            let mut poll_failures = RetriedFailure::new("polling key states");
             loop {
                 std::thread::sleep(KEY_POLL_INTERVAL);
                 let Some(store) = store.upgrade() else { return };
-                if let Err(e) =
-                    checkpoint_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-                }
-                if let Err(e) = store.refresh_key_states() {
-                    tracing::warn!(error = %e, "could not poll key states");
-                }
+                checkpoint_failures.record(
+                    Instant::now(),
+                    checkpoint_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())),
+                );
+                poll_failures.record(Instant::now(), store.refresh_key_states());
                 store.nonces.purge_expired(crate::clock::now());
                 tick = tick.wrapping_add(1);
                 if tick % FLUSH_LAST_USED_EVERY == 0 {
@@ -237,9 +236,93 @@ fn start_maintenance(store: Weak<Store>, checkpoint_conn: Connection) {
         .expect("spawn maintenance thread");
 }
 
+/// The log for a task retried every maintenance tick (the checkpoint, the
+/// key poll, the nonce purge): the first failure at once, then at most one
+/// line a minute while it lasts, and one when it clears. A lasting fault (a
+/// full disk, a locked file) would otherwise write five warnings a second.
+struct RetriedFailure {
+    task: &'static str,
+    failing: Option<Failing>,
+}
+
+struct Failing {
+    since: Instant,
+    last_logged: Instant,
+    unlogged: u64,
+}
+
+const REPEAT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl RetriedFailure {
+    fn new(task: &'static str) -> Self {
+        RetriedFailure {
+            task,
+            failing: None,
+        }
+    }
+
+    /// Returns whether it logged, for the tests.
+    fn record<E: std::fmt::Display>(&mut self, now: Instant, result: Result<(), E>) -> bool {
+        let task = self.task;
+        match (result, &mut self.failing) {
+            (Ok(()), None) => false,
+            (Ok(()), Some(failing)) => {
+                let for_secs = now.duration_since(failing.since).as_secs();
+                tracing::info!(task, for_secs, "recovered");
+                self.failing = None;
+                true
+            }
+            (Err(e), None) => {
+                tracing::warn!(task, error = %e, "failed; will retry every tick");
+                self.failing = Some(Failing {
+                    since: now,
+                    last_logged: now,
+                    unlogged: 0,
+                });
+                true
+            }
+            (Err(e), Some(failing)) => {
+                if now.duration_since(failing.last_logged) < REPEAT_FAILURE_LOG_EVERY {
+                    failing.unlogged += 1;
+                    return false;
+                }
+                let for_secs = now.duration_since(failing.since).as_secs();
+                let failures_since_last_line = failing.unlogged + 1;
+                tracing::warn!(task, error = %e, for_secs, failures_since_last_line, "still failing");
+                failing.last_logged = now;
+                failing.unlogged = 0;
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lasting_failure_is_logged_once_a_minute_and_its_end_once() {
+        let mut log = RetriedFailure::new("test");
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let failed: Result<(), &str> = Err("disk full");
+        assert!(!log.record(at(0), Ok::<(), &str>(())));
+        assert!(log.record(at(0), failed));
+        let logged = (1..=600)
+            .filter(|tick| log.record(at(tick * 200), failed))
+            .count();
+        assert_eq!(logged, 2, "two minutes of ticks, one line a minute");
+        assert!(
+            log.record(at(120_400), Ok::<(), &str>(())),
+            "the recovery is logged"
+        );
+        assert!(!log.record(at(120_600), Ok::<(), &str>(())));
+        assert!(
+            log.record(at(120_800), failed),
+            "a new failure is logged at once"
+        );
+    }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

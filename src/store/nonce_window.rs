@@ -39,6 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::KeyStatus;
+use super::RetriedFailure;
 use crate::clock;
 use crate::error::Error;
 
@@ -275,6 +276,7 @@ struct Writer {
     seen: Arc<SeenNonces>,
     /// The highest log id this writer has read or written.
     last_seen_id: i64,
+    purge_failures: RetriedFailure,
 }
 
 impl Writer {
@@ -283,6 +285,7 @@ impl Writer {
             conn,
             seen,
             last_seen_id: 0,
+            purge_failures: RetriedFailure::new("purging expired nonces"),
         };
         // Load the window now rather than inside the first request's
         // transaction (one SELECT reads one consistent snapshot); the first
@@ -384,9 +387,9 @@ impl Writer {
         }
         if let Some(now) = purge_at {
             self.seen.purge(now);
-            if let Err(e) = self.purge_log(now) {
-                tracing::warn!(error = %e, "nonce purge failed; will retry");
-            }
+            let purged = self.purge_log(now);
+            self.purge_failures
+                .record(std::time::Instant::now(), purged);
         }
     }
 
