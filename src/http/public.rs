@@ -14,6 +14,9 @@ pub fn own_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/healthz")
             .route(web::get().to(healthz))
+            // Load balancers and uptime checkers often probe with HEAD;
+            // actix sends the headers without the body.
+            .route(web::head().to(healthz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(

@@ -10,6 +10,9 @@ fn healthz_needs_no_signature() {
     let answer = app.send("GET", "/healthz", b"", None);
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, serde_json::json!({ "status": "ok" }));
+    let head = app.send("HEAD", "/healthz", b"", None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "", "HEAD carries no body");
 }
 
 #[test]
