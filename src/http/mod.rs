@@ -76,6 +76,7 @@ pub struct Application {
     admin_addr: SocketAddr,
     public_server: Server,
     admin_server: Server,
+    store: Arc<Store>,
 }
 
 impl Application {
@@ -139,7 +140,7 @@ impl Application {
         }
 
         let admin_state = web::Data::new(AdminState {
-            store,
+            store: store.clone(),
             token,
             body_timeout: config.body_timeout,
         });
@@ -164,6 +165,7 @@ impl Application {
             admin_addr,
             public_server: public.run(),
             admin_server: admin.run(),
+            store,
         })
     }
 
@@ -175,10 +177,12 @@ impl Application {
         self.admin_addr
     }
 
-    /// Serves until both servers stop (SIGINT/SIGTERM stop them gracefully).
+    /// Serves until both servers stop (SIGINT/SIGTERM stop them
+    /// gracefully), then writes what the store still holds only in memory.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (public, admin) =
             futures_util::future::join(self.public_server, self.admin_server).await;
+        self.store.shut_down().await;
         public.and(admin)
     }
 }

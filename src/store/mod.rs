@@ -192,19 +192,21 @@ impl Store {
         Ok(())
     }
 
+    /// For a graceful stop, once the listeners are closed: the last-used
+    /// times of the last seconds are otherwise only in memory, and the
+    /// process would exit before the writer got to them.
+    pub async fn shut_down(&self) {
+        let used = self.keys.take_unflushed_last_used();
+        if !used.is_empty() {
+            self.nonces.touch_keys_and_wait(used).await;
+        }
+    }
+
     fn flush_last_used(&self) {
         let used = self.keys.take_unflushed_last_used();
         if !used.is_empty() {
             self.nonces.touch_keys(used);
         }
-    }
-}
-
-impl Drop for Store {
-    /// Last-used times not yet written go to the writer before its queue
-    /// closes; it drains the queue before it exits.
-    fn drop(&mut self) {
-        self.flush_last_used();
     }
 }
 

@@ -69,8 +69,14 @@ struct PendingPair {
 
 enum Job {
     Record(PendingPair),
-    Purge { now: i64 },
-    TouchKeys(Vec<(Arc<str>, i64)>),
+    Purge {
+        now: i64,
+    },
+    TouchKeys {
+        used: Vec<(Arc<str>, i64)>,
+        /// Told once the batch holding these is committed (or has failed).
+        done: Option<oneshot::Sender<()>>,
+    },
 }
 
 pub struct NonceWindow {
@@ -156,7 +162,19 @@ impl NonceWindow {
     }
 
     pub(crate) fn touch_keys(&self, used: Vec<(Arc<str>, i64)>) {
-        let _ = self.jobs.try_send(Job::TouchKeys(used));
+        let _ = self.jobs.try_send(Job::TouchKeys { used, done: None });
+    }
+
+    /// Like `touch_keys`, but waits for the commit: for shutting down.
+    pub(crate) async fn touch_keys_and_wait(&self, used: Vec<(Arc<str>, i64)>) {
+        let (done, committed) = oneshot::channel();
+        let job = Job::TouchKeys {
+            used,
+            done: Some(done),
+        };
+        if self.jobs.send(job).await.is_ok() {
+            let _ = committed.await;
+        }
     }
 }
 
@@ -349,11 +367,15 @@ impl Writer {
         let mut records = Vec::with_capacity(batch.len());
         let mut purge_at = None;
         let mut touches = Vec::new();
+        let mut touches_done = Vec::new();
         for job in batch.drain(..) {
             match job {
                 Job::Record(pending) => records.push(pending),
                 Job::Purge { now } => purge_at = Some(now),
-                Job::TouchKeys(used) => touches.extend(used),
+                Job::TouchKeys { used, done } => {
+                    touches.extend(used);
+                    touches_done.extend(done);
+                }
             }
         }
 
@@ -384,6 +406,9 @@ impl Writer {
                     }
                 }
             }
+        }
+        for done in touches_done {
+            let _ = done.send(());
         }
         if let Some(now) = purge_at {
             self.seen.purge(now);

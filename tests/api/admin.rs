@@ -278,6 +278,33 @@ fn last_used_is_recorded_in_batches() {
     }
 }
 
+/// A stop by SIGTERM (systemd, docker stop) loses no last-used time, even
+/// one from the moment before, which the periodic flush has not written.
+#[test]
+fn a_graceful_stop_writes_the_last_used_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+    let server = Binary::serve(&db, &[]);
+    let app = server.app();
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+
+    let last_used: Option<i64> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT last_used_at FROM keys WHERE key_id = ?1",
+            [&key.key_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        last_used.is_some(),
+        "last_used_at was not written at shutdown"
+    );
+}
+
 fn cli(db: &std::path::Path, args: &[&str]) -> Value {
     let output = Command::new(keygate_bin())
         .args(args)
