@@ -6,9 +6,9 @@
 //! reseeded from the operating system.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -120,24 +120,38 @@ impl fmt::Debug for AdminToken {
     }
 }
 
-/// Creates `path` with mode 0600 holding `content` unless it already exists.
-/// `create_new` makes this safe when a server and a CLI start at once: one
-/// of them creates the file, the other reads it. Returns whether it created.
+/// Creates `path` with mode 0600 holding `content` unless it already exists,
+/// and returns whether it did. Servers and CLIs may start at once on a
+/// fresh database, so nobody may ever see the file half-written: the
+/// content is written and synced in a temporary file beside it, which is
+/// then linked into place only if `path` still does not exist. Whoever
+/// loses that race reads the winner's complete file. A crash leaves at
+/// worst a stray temporary file, never an empty key file.
 fn write_new_file_0600(path: &Path, content: &str) -> io::Result<bool> {
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(mut file) => {
-            file.write_all(content.as_bytes())?;
-            file.write_all(b"\n")?;
-            file.sync_all()?;
+    if path.exists() {
+        return Ok(false);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix(".keygate-new-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    file.write_all(content.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.as_file().sync_all()?;
+    match file.persist_noclobber(path) {
+        Ok(_) => {
+            // The new name must survive a power cut too: a key sealed with
+            // this master key is useless without it.
+            fs::File::open(dir)?.sync_all()?;
             Ok(true)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+        // The temporary file is removed when `lost.file` drops.
+        Err(lost) if lost.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(failed) => Err(failed.error),
     }
 }
 
@@ -247,6 +261,50 @@ mod tests {
         let (again, created) = MasterKey::load_or_create(&path).unwrap();
         assert!(!created);
         assert_eq!(again.open(&sealed, "pk_a").unwrap(), b"sk_x");
+    }
+
+    /// Servers and CLIs started at once on a fresh database race to create
+    /// these files: every one of them must get the whole file, the same one.
+    #[test]
+    fn concurrent_first_starts_all_read_the_same_complete_file() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let master_key = dir.path().join("mk");
+            let admin_token = dir.path().join("token");
+            let start = std::sync::Barrier::new(8);
+            let results: Vec<_> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..8)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let key = MasterKey::load_or_create(&master_key);
+                            let token = AdminToken::load_or_create(&admin_token);
+                            (key, token)
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let sealed = MasterKey::load_or_create(&master_key)
+                .unwrap()
+                .0
+                .seal(b"sk_x", "pk_a");
+            let mut created = (0, 0);
+            for (key, token) in results {
+                let (key, key_created) = key.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                let (token, token_created) = token.unwrap_or_else(|e| panic!("round {round}: {e}"));
+                assert_eq!(key.open(&sealed, "pk_a").as_deref(), Some(&b"sk_x"[..]));
+                assert!(token.matches(fs::read_to_string(&admin_token).unwrap().trim()));
+                created.0 += usize::from(key_created);
+                created.1 += usize::from(token_created);
+            }
+            assert_eq!(created, (1, 1), "round {round}: exactly one creator each");
+            let leftovers = fs::read_dir(dir.path()).unwrap().count();
+            assert_eq!(
+                leftovers, 2,
+                "round {round}: no temporary files left behind"
+            );
+        }
     }
 
     #[test]
