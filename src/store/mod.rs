@@ -83,7 +83,7 @@ pub(crate) fn open_connection(config: &StoreConfig) -> rusqlite::Result<Connecti
     conn.busy_timeout(config.busy_timeout)?;
     // WAL lets verifiers read while the nonce writer commits, and lets
     // several keygate processes share the file.
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    enable_wal(&conn, config.busy_timeout)?;
     let synchronous = match config.durability {
         Durability::Normal => "NORMAL",
         Durability::Full => "FULL",
@@ -112,6 +112,24 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 /// seconds of expired pairs were a sixth of the window's memory, and the
 /// log's purge fell behind once commits got smaller (see BENCHMARKS.md).
 const FLUSH_LAST_USED_EVERY: u32 = 10; // x KEY_POLL_INTERVAL = 2 s
+
+/// Switching a new file to WAL does not wait on the busy timeout: when
+/// several processes (two servers, a server and the CLI) open the same new
+/// file at once, the switch fails at once with "database is locked". The
+/// mode belongs to the file, so retry until one of them has switched it.
+fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
 
 /// The server's view of the store.
 pub struct Store {
@@ -324,6 +342,27 @@ mod tests {
             log.record(at(120_800), failed),
             "a new failure is logged at once"
         );
+    }
+
+    /// Two servers and a CLI started together on a new file all open it,
+    /// rather than one failing with "database is locked".
+    #[test]
+    fn concurrent_opens_of_a_new_file_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let config = StoreConfig::new(dir.path().join("new.db"));
+            let start = std::sync::Barrier::new(6);
+            std::thread::scope(|s| {
+                for _ in 0..6 {
+                    s.spawn(|| {
+                        start.wait();
+                        let mut conn = open_connection(&config)
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                        schema::migrate(&mut conn).unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    });
+                }
+            });
+        }
     }
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
