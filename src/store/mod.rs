@@ -149,11 +149,16 @@ impl Store {
         writer_conn
             .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(|e| format!("cannot configure {}: {e}", config.db_path.display()))?;
+        // The writer waits for the write lock its own way (see
+        // `nonce_window::retry_while_busy`), not with SQLite's handler.
+        writer_conn
+            .busy_timeout(Duration::ZERO)
+            .map_err(|e| format!("cannot configure {}: {e}", config.db_path.display()))?;
         let checkpoint_conn = open()?;
         let store = Arc::new(Store {
             catalog,
             keys: KeyCache::default(),
-            nonces: NonceWindow::start(writer_conn),
+            nonces: NonceWindow::start(writer_conn, config.busy_timeout),
         });
         store
             .keys
