@@ -92,6 +92,30 @@ fn refuses_with_503_when_the_nonce_cannot_be_recorded() {
     assert_eq!(retried.status, 200, "{:?}", retried.body);
 }
 
+/// A reader that keeps a snapshot open (a backup, an operator's sqlite3
+/// shell) stops the WAL from being rewound, but must never hold up the
+/// nonce writer: requests keep being accepted across many maintenance
+/// ticks. (A checkpoint that waited for the reader held off every commit
+/// past the busy timeout: 503s.)
+#[test]
+fn a_long_reader_does_not_hold_up_signed_requests() {
+    let app = spawn_app_with(|c| c.store.busy_timeout = Duration::from_millis(500));
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+
+    let mut reader = Connection::open(&app.db_path).unwrap();
+    let snapshot = reader.transaction().unwrap();
+    let _: i64 = snapshot
+        .query_row("SELECT count(*) FROM nonce_batches", [], |r| r.get(0))
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let answer = app.signed(&key, "GET", "/v1/whoami", b"");
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    snapshot.rollback().unwrap();
+}
+
 /// A replay of a pair already in the window is refused from memory: it
 /// never waits for the writer, so it is answered even while the database
 /// cannot take a write (where a fresh nonce gets 503).
