@@ -118,13 +118,32 @@ const FLUSH_LAST_USED_EVERY: u32 = 10; // x KEY_POLL_INTERVAL = 2 s
 /// file at once, the switch fails at once with "database is locked". The
 /// mode belongs to the file, so retry until one of them has switched it.
 fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
+    retry_while_busy(timeout, || conn.pragma_update(None, "journal_mode", "WAL"))
+}
+
+/// Runs `attempt` again while SQLite answers "database is locked" (another
+/// process holds the write lock), for up to `timeout`, pausing 50 µs and
+/// doubling up to 1 ms. SQLite's own busy handler sleeps 1, 2, 5, 10, ...
+/// ms, ages next to a commit that holds the lock for tens of microseconds:
+/// with two keygate processes on one file it cost a fifth of their
+/// throughput and put their p90 at 2–6 ms (BENCHMARKS.md). Pausing 50 µs
+/// every time, without doubling, was worse still.
+pub(crate) fn retry_while_busy<T>(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    const FIRST_PAUSE: Duration = Duration::from_micros(50);
+    const LONGEST_PAUSE: Duration = Duration::from_millis(1);
     let deadline = Instant::now() + timeout;
+    let mut pause = FIRST_PAUSE;
     loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
+        match attempt() {
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && Instant::now() + pause < deadline =>
             {
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(LONGEST_PAUSE);
             }
             result => return result,
         }
@@ -150,7 +169,7 @@ impl Store {
             .pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(|e| format!("cannot configure {}: {e}", config.db_path.display()))?;
         // The writer waits for the write lock its own way (see
-        // `nonce_window::retry_while_busy`), not with SQLite's handler.
+        // `retry_while_busy`), not with SQLite's handler.
         writer_conn
             .busy_timeout(Duration::ZERO)
             .map_err(|e| format!("cannot configure {}: {e}", config.db_path.display()))?;
@@ -269,7 +288,7 @@ fn start_maintenance(store: Weak<Store>, checkpoint_conn: Connection) {
 /// backstop (20,000 pages, 84 MB, in 2 s of load), whose checkpoint then
 /// ran on the writer. So a RESTART pass follows: it copies the few frames
 /// appended during the first and lets the next commit rewind the WAL, which
-/// now stays near 16 MB. RESTART holds off writers while it waits, so this
+/// now stays at 16-32 MB. RESTART holds off writers while it waits, so this
 /// connection has no busy timeout: when a commit or a reader is in the way
 /// it gives up at once and the next tick tries again.
 fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
@@ -363,6 +382,45 @@ mod tests {
             log.record(at(120_800), failed),
             "a new failure is logged at once"
         );
+    }
+
+    #[test]
+    fn busy_is_retried_until_the_timeout_other_errors_are_not() {
+        fn busy<T>() -> rusqlite::Result<T> {
+            Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            ))
+        }
+        let mut attempts = 0;
+        let result = retry_while_busy(Duration::from_secs(5), || {
+            attempts += 1;
+            if attempts < 4 {
+                busy()
+            } else {
+                Ok(attempts)
+            }
+        });
+        assert_eq!(result.unwrap(), 4);
+
+        let mut attempts = 0;
+        let result = retry_while_busy(Duration::from_secs(5), || {
+            attempts += 1;
+            Err::<(), _>(rusqlite::Error::InvalidQuery)
+        });
+        assert!(matches!(result, Err(rusqlite::Error::InvalidQuery)));
+        assert_eq!(attempts, 1, "only busy is worth waiting for");
+
+        let mut attempts = 0;
+        let result = retry_while_busy(Duration::from_millis(200), || {
+            attempts += 1;
+            busy::<()>()
+        });
+        assert!(matches!(
+            result,
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy
+        ));
+        assert!(attempts > 3, "{attempts} attempts in 200 ms");
     }
 
     /// Two servers and a CLI started together on a new file all open it,

@@ -31,7 +31,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nohash_hasher::IntSet;
 
@@ -39,7 +39,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog::KeyStatus;
-use super::RetriedFailure;
+use super::{retry_while_busy, RetriedFailure};
 use crate::clock;
 use crate::error::Error;
 
@@ -529,33 +529,6 @@ impl Writer {
     }
 }
 
-/// Runs `attempt` again while SQLite answers "database is locked" (another
-/// process holds the write lock), for up to `timeout`, pausing 50 µs and
-/// doubling up to 1 ms. SQLite's own busy handler sleeps 1, 2, 5, 10, ...
-/// ms, ages next to a commit that holds the lock for tens of microseconds:
-/// with two keygate processes on one file it put their p99 at 15–50 ms.
-fn retry_while_busy<T>(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    const FIRST_PAUSE: Duration = Duration::from_micros(50);
-    const LONGEST_PAUSE: Duration = Duration::from_millis(1);
-    let deadline = Instant::now() + timeout;
-    let mut pause = FIRST_PAUSE;
-    loop {
-        match attempt() {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && Instant::now() + pause < deadline =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(LONGEST_PAUSE);
-            }
-            result => return result,
-        }
-    }
-}
-
 /// Benchmark-only ways to record a pair without part of the machinery, to
 /// measure what each part of a signed request costs (benches/wrk/run.sh,
 /// `NONCE_MODES`). They accept pairs that are not durable, so they exist
@@ -713,45 +686,6 @@ mod tests {
         tx.execute("INSERT INTO t VALUES (2)", []).unwrap();
         tx.commit().unwrap();
         assert_eq!(count(), 2);
-    }
-
-    #[test]
-    fn busy_is_retried_until_the_timeout_other_errors_are_not() {
-        fn busy<T>() -> rusqlite::Result<T> {
-            Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-                None,
-            ))
-        }
-        let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_secs(5), || {
-            attempts += 1;
-            if attempts < 4 {
-                busy()
-            } else {
-                Ok(attempts)
-            }
-        });
-        assert_eq!(result.unwrap(), 4);
-
-        let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_secs(5), || {
-            attempts += 1;
-            Err::<(), _>(rusqlite::Error::InvalidQuery)
-        });
-        assert!(matches!(result, Err(rusqlite::Error::InvalidQuery)));
-        assert_eq!(attempts, 1, "only busy is worth waiting for");
-
-        let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_millis(200), || {
-            attempts += 1;
-            busy::<()>()
-        });
-        assert!(matches!(
-            result,
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy
-        ));
-        assert!(attempts > 3, "{attempts} attempts in 200 ms");
     }
 
     /// Against a plain model: inserts, replays, rollbacks and purges give
