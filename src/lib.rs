@@ -10,6 +10,7 @@
 //! - [`error`]: the one error type and its mapping to HTTP answers.
 //! - [`cli`]: the `keygate` command line.
 //! - [`load_generator`]: `keygate bench`, signed vs unauthenticated load.
+//! - [`metrics`]: what `GET /admin/metrics` reports to an operator.
 
 pub mod cli;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod credentials;
 pub mod error;
 pub mod http;
 pub mod load_generator;
+pub mod metrics;
 pub mod rfc9421;
 pub mod signature;
 pub mod store;

@@ -51,6 +51,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(audit))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/admin/metrics")
+            .route(web::get().to(metrics))
+            .default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -279,4 +284,13 @@ async fn audit(
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let events = blocking(&state, move |store| store.catalog().audit_events(limit)).await?;
     Ok(HttpResponse::Ok().json(json!({ "events": events })))
+}
+
+/// Behind the admin token like every admin call: the counts reveal traffic
+/// volumes and which partners fail how, which is nobody else's business.
+/// Prometheus sends the token with `authorization: {credentials_file: ...}`.
+async fn metrics(_: AdminCaller, state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(state.metrics.render())
 }

@@ -25,6 +25,7 @@ pub use signed_request::SignedRequest;
 use crate::config::Config;
 use crate::credentials::AdminToken;
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::store::{path_beside, Store};
 
 /// What the public handlers share.
@@ -34,6 +35,7 @@ pub struct PublicState {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub public_origin: Option<PublicOrigin>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// `KEYGATE_PUBLIC_ORIGIN` split into what RFC 9421's derived components
@@ -69,6 +71,7 @@ pub struct AdminState {
     pub store: Arc<Store>,
     pub token: AdminToken,
     pub body_timeout: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Application {
@@ -105,6 +108,7 @@ impl Application {
             gateway::validate_upstream(upstream)?;
         }
         let store = Store::open(&config.store)?;
+        let metrics = Arc::new(Metrics::new(store.clone()));
 
         let public_listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on {} (public): {e}", config.listen))?;
@@ -119,6 +123,7 @@ impl Application {
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
             public_origin,
+            metrics: metrics.clone(),
         });
         let upstream = config.upstream.clone();
         let mut public = HttpServer::new(move || {
@@ -143,6 +148,7 @@ impl Application {
             store: store.clone(),
             token,
             body_timeout: config.body_timeout,
+            metrics,
         });
         let admin = HttpServer::new(move || {
             App::new()

@@ -48,6 +48,10 @@ impl FromRequest for SignedRequest {
 /// separately.
 async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
     let result = verify(&req, payload).await;
+    req.app_data::<web::Data<PublicState>>()
+        .expect("PublicState is registered on the public app")
+        .metrics
+        .signed_request(result.as_ref().map(|_| ()));
     if let Err(e) = &result {
         // Refusals are what a partner asks support about: log the code and
         // the key id (safe to log), never the secret, the signature or the

@@ -63,6 +63,10 @@ impl KeyCache {
             .cloned()
     }
 
+    pub fn count(&self) -> usize {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub(crate) fn insert(&self, loaded: VerifyingKey) -> Arc<CachedKey> {
         let key_id: Arc<str> = Arc::from(loaded.key_id.as_str());
         let key = Arc::new(CachedKey {

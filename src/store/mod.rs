@@ -20,7 +20,7 @@ use rusqlite::Connection;
 
 pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, NewKey};
 pub use key_cache::{CachedKey, KeyCache};
-pub use nonce_window::NonceWindow;
+pub use nonce_window::{NonceWindow, WriterMetrics};
 
 use crate::error::Error;
 
@@ -218,6 +218,26 @@ impl Store {
         self.nonces
             .record(key.key_id.clone(), nonce, expires_at)
             .await
+    }
+
+    /// The nonce writer's counters, for `GET /admin/metrics`.
+    pub fn writer_metrics(&self) -> &WriterMetrics {
+        self.nonces.metrics()
+    }
+
+    /// Pairs in the replay window now.
+    pub fn nonce_window_pairs(&self) -> usize {
+        self.nonces.pairs()
+    }
+
+    /// Requests waiting for the nonce writer now.
+    pub fn nonce_queue_len(&self) -> usize {
+        self.nonces.queued()
+    }
+
+    /// Verifying keys held in memory.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.count()
     }
 
     /// Called after an admin change in this process, so that the very next

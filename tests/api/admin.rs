@@ -155,6 +155,79 @@ fn admin_token_is_required_and_checked() {
     assert!(matches!(public, Err(ureq::Error::Status(404, _))));
 }
 
+/// What an operator's scraper sees: accepted and refused signed requests
+/// by code, and the nonce writer's commits, behind the admin token.
+#[test]
+fn metrics_count_outcomes_and_commits_behind_the_admin_token() {
+    let app = spawn_app();
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+    let signing = Signing::new(&key, "POST", "/v1/echo", b"{}");
+    let authorization = signing.authorization();
+    assert_eq!(
+        app.send("POST", "/v1/echo", b"{}", Some(&authorization))
+            .status,
+        200
+    );
+    let replay = app.send("POST", "/v1/echo", b"{}", Some(&authorization));
+    assert_eq!(replay.code(), "nonce_reused");
+    assert_eq!(
+        app.send("GET", "/v1/whoami", b"", None).code(),
+        "missing_authorization"
+    );
+    let tampered = Signing::new(&key, "POST", "/v1/echo", b"{}").authorization();
+    let forged = app.send("POST", "/v1/echo", b"{\"x\":1}", Some(&tampered));
+    assert_eq!(forged.code(), "signature_mismatch");
+    assert_eq!(app.send("GET", "/healthz", b"", None).status, 200);
+
+    let metrics = app.metrics();
+    let value = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("{name} in {metrics:?}"))
+    };
+    let signed = |result: &str| {
+        value(&format!(
+            "keygate_signed_requests_total{{result=\"{result}\"}}"
+        ))
+    };
+    assert_eq!(signed("accepted"), 2.0);
+    assert_eq!(signed("nonce_reused"), 1.0);
+    assert_eq!(signed("missing_authorization"), 1.0);
+    assert_eq!(signed("signature_mismatch"), 1.0);
+    assert_eq!(value("keygate_nonce_pairs_recorded_total"), 2.0);
+    // Sent one after the other, the two accepted requests had a commit each
+    // (the replay never reached the writer). The 2 s flush of last-used
+    // times may have added one of its own, with no request in it.
+    assert!((2.0..=3.0).contains(&value("keygate_nonce_commits_total")));
+    assert_eq!(
+        value("keygate_nonce_commit_seconds_count"),
+        value("keygate_nonce_commits_total")
+    );
+    assert_eq!(value("keygate_nonce_requests_per_commit_count"), 2.0);
+    assert_eq!(value("keygate_nonce_requests_per_commit_sum"), 2.0);
+    assert_eq!(value("keygate_nonce_failed_commits_total"), 0.0);
+    assert_eq!(value("keygate_nonce_window_pairs"), 2.0);
+    assert_eq!(value("keygate_nonce_queue_length"), 0.0);
+    assert_eq!(value("keygate_cached_keys"), 1.0);
+    // /healthz is not a signed route; nothing but codes and counts is said.
+    assert_eq!(
+        metrics
+            .keys()
+            .filter(|k| k.starts_with("keygate_signed_requests"))
+            .count(),
+        4
+    );
+    let text = app.admin("GET", "/admin/metrics", None).body.to_string();
+    assert!(!text.contains(&key.secret) && !text.contains(&signing.nonce));
+
+    let none = app.admin_with_token("GET", "/admin/metrics", None, None);
+    assert_eq!((none.status, none.code()), (401, "missing_authorization"));
+    let public = ureq::get(&app.url("/admin/metrics")).call();
+    assert!(matches!(public, Err(ureq::Error::Status(404, _))));
+}
+
 #[test]
 fn bad_json_and_unknown_ids() {
     let app = spawn_app();

@@ -85,6 +85,14 @@ fn refuses_with_503_when_the_nonce_cannot_be_recorded() {
         refused.body
     );
     tx.rollback().unwrap();
+    let metrics = app.metrics();
+    // At least this request's transaction; the 2 s flush of last-used
+    // times may have failed against the same lock.
+    assert!(metrics["keygate_nonce_failed_commits_total"] >= 1.0);
+    assert_eq!(
+        metrics["keygate_signed_requests_total{result=\"unavailable\"}"],
+        1.0
+    );
 
     // Fail closed means nothing was recorded either: the same request is
     // accepted once the database is writable again.

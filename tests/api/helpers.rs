@@ -223,6 +223,25 @@ impl TestApp {
         })
     }
 
+    /// `GET /admin/metrics`, as `name{labels}` → value for every sample.
+    pub fn metrics(&self) -> std::collections::HashMap<String, f64> {
+        let answer = self.admin("GET", "/admin/metrics", None);
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(answer
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/openmetrics-text"));
+        let text = answer.body.as_str().expect("metrics are text");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                (name.to_owned(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
     /// A new application with one key, through the admin API.
     pub fn create_key(&self) -> TestKey {
         let app = self.admin(

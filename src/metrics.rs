@@ -1,0 +1,145 @@
+//! What an operator scrapes from the admin listener (`GET /admin/metrics`,
+//! OpenMetrics text, which Prometheus and its kin read): how many signed
+//! requests were accepted and why the others were refused, and how the
+//! nonce writer keeps up (commits, their duration, how many requests share
+//! one, the queue and the window's size).
+//!
+//! Counting is one atomic add per signed request; everything else is
+//! counted per commit or read when scraped. Nothing here ever holds a
+//! secret, a signature or a nonce: labels are the contract's error codes.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::Error;
+use crate::store::Store;
+
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    /// `accepted`, or the contract's error code of the refusal.
+    result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    signed_requests: Family<Outcome, Counter>,
+    /// Resolved once: the accepted path must not look up its label set.
+    accepted: Counter,
+}
+
+impl Metrics {
+    pub fn new(store: Arc<Store>) -> Metrics {
+        let mut registry = Registry::with_prefix("keygate");
+        let signed_requests = Family::<Outcome, Counter>::default();
+        registry.register(
+            "signed_requests",
+            "Requests to signed routes, by result: accepted, or the error code they were refused with",
+            signed_requests.clone(),
+        );
+        let accepted = signed_requests
+            .get_or_create(&Outcome { result: "accepted" })
+            .clone();
+
+        let writer = store.writer_metrics();
+        registry.register(
+            "nonce_commits",
+            "Transactions the nonce writer committed",
+            writer.commits.clone(),
+        );
+        registry.register(
+            "nonce_failed_commits",
+            "Transactions the nonce writer could not commit (their requests got 503 unavailable)",
+            writer.failed_commits.clone(),
+        );
+        registry.register(
+            "nonce_pairs_recorded",
+            "(key, nonce) pairs recorded durably",
+            writer.pairs_recorded.clone(),
+        );
+        registry.register(
+            "nonce_commit_seconds",
+            "Time from BEGIN to COMMIT of a nonce transaction, waits for another process's lock included",
+            writer.commit_seconds.clone(),
+        );
+        registry.register(
+            "nonce_requests_per_commit",
+            "Signed requests that shared one nonce transaction",
+            writer.requests_per_commit.clone(),
+        );
+        registry.register_collector(Box::new(StoreGauges(store)));
+        Metrics {
+            registry,
+            signed_requests,
+            accepted,
+        }
+    }
+
+    /// Counts a signed request's outcome.
+    pub fn signed_request(&self, outcome: Result<(), &Error>) {
+        match outcome {
+            Ok(()) => {
+                self.accepted.inc();
+            }
+            Err(e) => {
+                self.signed_requests
+                    .get_or_create(&Outcome { result: e.code() })
+                    .inc();
+            }
+        }
+    }
+
+    /// The OpenMetrics text of every metric, read now.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Gauges read from the store at each scrape.
+struct StoreGauges(Arc<Store>);
+
+impl std::fmt::Debug for StoreGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreGauges")
+    }
+}
+
+impl Collector for StoreGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let store = &self.0;
+        let gauges = [
+            (
+                "nonce_window_pairs",
+                "(key, nonce) pairs in the replay window now; about the signed request rate times (skew + 1 s).",
+                store.nonce_window_pairs(),
+            ),
+            (
+                "nonce_queue_length",
+                "Signed requests waiting for the nonce writer now.",
+                store.nonce_queue_len(),
+            ),
+            (
+                "cached_keys",
+                "Verifying keys held in memory.",
+                store.cached_keys(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value as i64);
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
