@@ -46,6 +46,19 @@ fn command(language: &str) -> Command {
             c.arg("client.sh");
             c
         }
+        "go" => {
+            let mut c = Command::new("go");
+            c.args(["run", "client.go"]);
+            // Go's build cache, kept with the test build's other artefacts
+            // rather than wherever $HOME is (CI may not set it).
+            c.env("GOCACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"));
+            c
+        }
+        "php" => {
+            let mut c = Command::new("php");
+            c.arg("client.php");
+            c
+        }
         "rust" => rust_example(),
         other => panic!("no example for {other}"),
     };
@@ -189,6 +202,16 @@ fn java_example() {
 #[test]
 fn bash_example() {
     check_example("bash");
+}
+
+#[test]
+fn go_example() {
+    check_example("go");
+}
+
+#[test]
+fn php_example() {
+    check_example("php");
 }
 
 #[test]
