@@ -59,6 +59,11 @@ fn command(language: &str) -> Command {
             c.arg("client.php");
             c
         }
+        "ruby" => {
+            let mut c = Command::new("ruby");
+            c.arg("client.rb");
+            c
+        }
         "rust" => rust_example(),
         other => panic!("no example for {other}"),
     };
@@ -212,6 +217,11 @@ fn go_example() {
 #[test]
 fn php_example() {
     check_example("php");
+}
+
+#[test]
+fn ruby_example() {
+    check_example("ruby");
 }
 
 #[test]
