@@ -20,7 +20,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 pub use admin::parse_rfc3339;
-pub use signed_request::SignedRequest;
+pub use signed_request::{RefusalLog, SignedRequest};
 
 use crate::config::Config;
 use crate::credentials::AdminToken;
@@ -36,6 +36,7 @@ pub struct PublicState {
     pub body_timeout: Duration,
     pub public_origin: Option<PublicOrigin>,
     pub metrics: Arc<Metrics>,
+    pub refusal_log: RefusalLog,
 }
 
 /// `KEYGATE_PUBLIC_ORIGIN` split into what RFC 9421's derived components
@@ -124,6 +125,7 @@ impl Application {
             body_timeout: config.body_timeout,
             public_origin,
             metrics: metrics.clone(),
+            refusal_log: RefusalLog::new(),
         });
         let upstream = config.upstream.clone();
         let mut public = HttpServer::new(move || {

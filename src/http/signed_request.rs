@@ -10,6 +10,8 @@
 //! 5. only then the (key_id, nonce) pair recorded durably, so a forged
 //!    request can never burn a partner's nonce.
 
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -48,11 +50,14 @@ impl FromRequest for SignedRequest {
 /// separately.
 async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
     let result = verify(&req, payload).await;
-    req.app_data::<web::Data<PublicState>>()
-        .expect("PublicState is registered on the public app")
-        .metrics
-        .signed_request(result.as_ref().map(|_| ()));
+    let state = req
+        .app_data::<web::Data<PublicState>>()
+        .expect("PublicState is registered on the public app");
+    state.metrics.signed_request(result.as_ref().map(|_| ()));
     if let Err(e) = &result {
+        let Some(lines_not_logged_before) = state.refusal_log.admit() else {
+            return result;
+        };
         // Refusals are what a partner asks support about: log the code and
         // the key id (safe to log), never the secret, the signature or the
         // body.
@@ -67,6 +72,7 @@ async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequ
             key_id = key_id.as_deref().unwrap_or("-"),
             method = %req.method(),
             path = req.path(),
+            lines_not_logged_before,
             "refused"
         );
         if let Error::Unavailable(reason) = e {
@@ -74,6 +80,50 @@ async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequ
         }
     }
     result
+}
+
+/// How many refusals get a log line of their own. Anyone can send
+/// refused requests, as fast as the server answers them: 60k a second, one
+/// line each, wrote 8 MB of log a second (a misconfigured partner's clock
+/// does the same). Past a burst of `BURST` lines, at most `PER_SECOND` a
+/// second are logged, and the next line logged says how many were not.
+/// `GET /admin/metrics` counts every refusal by code regardless.
+pub struct RefusalLog {
+    limiter: governor::DefaultDirectRateLimiter,
+    not_logged: AtomicU64,
+}
+
+impl RefusalLog {
+    const PER_SECOND: u32 = 20;
+    const BURST: u32 = 100;
+
+    pub fn new() -> Self {
+        let nonzero = |n| NonZeroU32::new(n).expect("a positive constant");
+        RefusalLog {
+            limiter: governor::RateLimiter::direct(
+                governor::Quota::per_second(nonzero(Self::PER_SECOND))
+                    .allow_burst(nonzero(Self::BURST)),
+            ),
+            not_logged: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines not logged since the last one)` when this refusal may be
+    /// logged.
+    fn admit(&self) -> Option<u64> {
+        if self.limiter.check().is_ok() {
+            Some(self.not_logged.swap(0, Ordering::Relaxed))
+        } else {
+            self.not_logged.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+impl Default for RefusalLog {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The first keyid of an RFC 9421 request, for the log line.

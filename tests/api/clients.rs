@@ -51,7 +51,10 @@ fn command(language: &str) -> Command {
             c.args(["run", "client.go"]);
             // Go's build cache, kept with the test build's other artefacts
             // rather than wherever $HOME is (CI may not set it).
-            c.env("GOCACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"));
+            c.env(
+                "GOCACHE",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-cache"),
+            );
             c
         }
         "php" => {

@@ -434,3 +434,60 @@ fn unknown_routes_and_methods_answer_json() {
     let answer = app.send("GET", "/admin/apps", b"", None);
     assert_eq!(answer.status, 404);
 }
+
+/// Anyone can send refused requests as fast as keygate answers them, so a
+/// line per refusal would let them fill the disk. Past a burst the lines
+/// are capped, the next line logged says how many were not, and the
+/// metrics still count every one.
+#[test]
+fn a_flood_of_refusals_is_counted_in_full_but_logged_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::serve(&dir.path().join("keygate.db"), &[("KEYGATE_LOG", "info")]);
+    let app = server.app();
+
+    let started = std::time::Instant::now();
+    let flood: u64 = 600;
+    for _ in 0..flood {
+        assert_eq!(app.send("GET", "/v1/whoami", b"", None).status, 401);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // A token comes back every 50 ms: the next refusal is logged, and says
+    // how many lines were held back.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(app.send("GET", "/v1/whoami", b"", None).status, 401);
+
+    // Every refusal is either a line of its own or counted in a later
+    // line's lines_not_logged_before; the last one was logged, so the two
+    // add up to all of them once the log has been read in full.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (logged, held_back) = loop {
+        let log = server.log.lock().unwrap().clone();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(" refused ")).collect();
+        let held_back: u64 = lines
+            .iter()
+            .filter_map(|line| line.split("lines_not_logged_before=").nth(1))
+            .map(|n| n.trim().parse::<u64>().unwrap())
+            .sum();
+        if lines.len() as u64 + held_back == flood + 1 {
+            break (lines.len() as u64, held_back);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} lines, {held_back} held back: {log}",
+            lines.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // A burst of 100, then 20 a second, and the one after the pause.
+    let allowed = 100 + (20.0 * (elapsed + 0.5)).ceil() as u64 + 1;
+    assert!(
+        logged <= allowed,
+        "{logged} lines for {flood} refusals in {elapsed:.2} s"
+    );
+    assert!(logged >= 100, "the first burst is logged in full: {logged}");
+    assert!(held_back > 0);
+    assert_eq!(
+        app.metrics()["keygate_signed_requests_total{result=\"missing_authorization\"}"],
+        (flood + 1) as f64
+    );
+}
