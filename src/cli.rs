@@ -253,7 +253,7 @@ pub fn main() -> ExitCode {
                     .map(|e| {
                         format!(
                             "{}  {:<10} {:<22} app={} key={} {}",
-                            e.at,
+                            when(e.at),
                             e.action,
                             e.actor,
                             e.app_id.as_deref().unwrap_or("-"),
@@ -362,7 +362,7 @@ fn app_command(cmd: AppCommand) -> Result<ExitCode, String> {
             let apps = db.open()?.list_apps().map_err(|e| e.to_string())?;
             print_out(json, &serde_json::json!({ "apps": apps }), || {
                 apps.iter()
-                    .map(|a| format!("{}  {}  {}", a.app_id, a.created_at, a.name))
+                    .map(|a| format!("{}  {}  {}", a.app_id, when(a.created_at), a.name))
                     .collect::<Vec<_>>()
                     .join("\n")
             });
@@ -377,8 +377,15 @@ fn new_key_text(key: &crate::store::NewKey) -> String {
         key.key_id,
         key.secret.expose(),
         key.app_id,
-        key.expires_at.map_or_else(|| "never".to_owned(), |t| t.to_string()),
+        key.expires_at.map_or_else(|| "never".to_owned(), when),
     )
+}
+
+/// Times as the admin API writes them (RFC 3339, UTC), so what an admin
+/// reads in the terminal can be pasted into `--expires-at` or a query.
+fn when(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
@@ -411,11 +418,9 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
                             "{}  {:<8}  created {}  expires {}  last used {}",
                             k.key_id,
                             status.as_str().unwrap_or("?"),
-                            k.created_at,
-                            k.expires_at
-                                .map_or_else(|| "never".into(), |t| t.to_string()),
-                            k.last_used_at
-                                .map_or_else(|| "never".into(), |t| t.to_string()),
+                            when(k.created_at),
+                            k.expires_at.map_or_else(|| "never".into(), when),
+                            k.last_used_at.map_or_else(|| "never".into(), when),
                         )
                     })
                     .collect::<Vec<_>>()
