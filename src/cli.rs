@@ -3,8 +3,9 @@
 //! signs.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -237,6 +238,10 @@ struct RequestArgs {
     /// Print the string to sign and the response headers.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// For https URLs: also trust the CA certificates in this PEM file
+    /// (a private CA, a test certificate), besides the public roots.
+    #[arg(long, value_name = "PEM_FILE")]
+    cacert: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -503,9 +508,11 @@ fn request(args: RequestArgs) -> Result<ExitCode, String> {
 
     // A server that never answers must not leave the command waiting
     // forever (keygate's own body timeout is 30 s by default).
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
+    let mut agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60));
+    if let Some(path) = &args.cacert {
+        agent = agent.tls_config(tls_trusting(path)?);
+    }
+    let agent = agent.build();
     let mut req = agent
         .request_url(&method, &url)
         .set("Authorization", &authorization);
@@ -544,6 +551,32 @@ fn request(args: RequestArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// TLS that trusts the public roots (what ureq trusts by default) and the
+/// certificates of `pem_file`.
+fn tls_trusting(pem_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let bad = |e: &dyn std::fmt::Display| format!("--cacert {}: {e}", pem_file.display());
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(pem_file).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad(&"no PEM certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 fn bench(args: BenchArgs) -> Result<ExitCode, String> {

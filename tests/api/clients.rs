@@ -286,3 +286,134 @@ fn keygate_request_signs_and_reports() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stdout).contains("signature_mismatch"));
 }
+
+/// `keygate request` against keygate behind a TLS terminator, as deployed:
+/// a test CA made with openssl, a Python https proxy (tests/tls/proxy.py).
+/// The signature covers the path and query as sent, so it survives the
+/// proxy; a certificate from an unknown CA is refused unless --cacert
+/// names it.
+#[test]
+fn keygate_request_reaches_keygate_behind_https() {
+    let app = spawn_app();
+    let key = app.create_key();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(
+        file("leaf.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca, ca_key, csr, cert, cert_key) = (
+        file("ca.pem"),
+        file("ca.key"),
+        file("server.csr"),
+        file("server.pem"),
+        file("server.key"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=keygate test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &cert_key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "1",
+        "-extfile",
+        &file("leaf.cnf"),
+    ]);
+
+    struct Proxy(std::process::Child);
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut proxy = Proxy(
+        Command::new("python3")
+            .arg(repo().join("tests/tls/proxy.py"))
+            .args([&cert, &cert_key, &app.public.port().to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 is installed"),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{}/v1/echo?q=a%20b", port.trim());
+
+    let request = |extra: &[&str]| {
+        Command::new(keygate_bin())
+            .arg("request")
+            .args(extra)
+            .args(["POST", &url, "--data", r#"{"over":"tls"}"#])
+            .env("KEYGATE_KEY_ID", &key.key_id)
+            .env("KEYGATE_SECRET", &key.secret)
+            .output()
+            .unwrap()
+    };
+    let accepted = request(&["--cacert", &ca]);
+    assert!(
+        accepted.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&accepted.stdout),
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&accepted.stdout).contains(r#"\"over\":\"tls\""#));
+
+    let untrusted = request(&[]);
+    assert_eq!(untrusted.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(message.contains("UnknownIssuer"), "{message}");
+
+    let not_a_certificate = request(&["--cacert", &cert_key]);
+    assert_eq!(not_a_certificate.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_certificate.stderr).contains("no PEM certificate"));
+}
