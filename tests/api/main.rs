@@ -8,5 +8,6 @@ mod durability;
 mod gateway;
 mod helpers;
 mod kg1;
+mod properties;
 mod rfc9421;
 mod vectors;
