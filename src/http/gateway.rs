@@ -54,6 +54,20 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// The header names a message's `Connection` field lists: they too belong
+/// to that one connection, and a gateway must drop them (RFC 9110 section
+/// 7.6.1), or a caller could slip e.g. `Connection: X-Forwarded-For` past a
+/// proxy in front of keygate and have keygate forward it.
+fn connection_options(headers: &header::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 /// Checks a configured upstream at start-up, so a typo fails loudly.
 pub fn validate_upstream(base: &str) -> Result<(), String> {
     let url = url::Url::parse(base)
@@ -77,8 +91,10 @@ pub async fn forward(
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}{}", upstream.base, target);
     let mut outgoing = upstream.client.request(req.method().clone(), url);
+    let per_connection = connection_options(req.headers());
     for (name, value) in req.headers() {
         if is_hop_by_hop(name)
+            || per_connection.iter().any(|n| n == name.as_str())
             || name == header::AUTHORIZATION
             || name.as_str().starts_with("x-keygate-")
         {
@@ -99,8 +115,9 @@ pub async fn forward(
         Error::UpstreamUnavailable(e.to_string())
     })?;
     let mut answer = HttpResponse::build(response.status());
+    let per_connection = connection_options(response.headers());
     for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) {
+        if !is_hop_by_hop(name) && !per_connection.iter().any(|n| n == name.as_str()) {
             answer.append_header((name.clone(), value.clone()));
         }
     }

@@ -105,6 +105,31 @@ fn verified_requests_are_forwarded_with_identity() {
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
 
+/// Headers the caller's `Connection` field names are that connection's
+/// own (RFC 9110 section 7.6.1): never forwarded, unlike the others.
+#[test]
+fn headers_named_in_connection_are_not_forwarded() {
+    let (upstream, hits) = spawn_upstream();
+    let app = spawn_app_with(|c| c.upstream = Some(upstream.clone()));
+    let key = app.create_key();
+    let authorization = Signing::new(&key, "GET", "/api/hop", b"").authorization();
+    let request = format!(
+        "GET /api/hop HTTP/1.1\r\nHost: keygate\r\nAuthorization: {authorization}\r\n\
+         Connection: close, X-Hop-Secret,x-hop-other\r\nX-Hop-Secret: s\r\nX-Hop-Other: o\r\n\
+         X-End-To-End: kept\r\n\r\n"
+    );
+    let (status, body) = raw_request(app.public, request.as_bytes());
+    assert_eq!(status, 201, "{body}");
+    // The answer is streamed back chunked; the JSON is within.
+    let json = &body[body.find('{').unwrap()..=body.rfind('}').unwrap()];
+    let seen: serde_json::Value = serde_json::from_str(json).unwrap();
+    let headers = seen["headers"].as_object().unwrap();
+    assert_eq!(headers["x-end-to-end"], "kept");
+    assert!(headers.get("x-hop-secret").is_none(), "{headers:?}");
+    assert!(headers.get("x-hop-other").is_none(), "{headers:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
 #[test]
 fn large_upstream_answers_stream_back() {
     let (upstream, _) = spawn_upstream();
