@@ -54,10 +54,10 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// The header names a message's `Connection` field lists: they too belong
-/// to that one connection, and a gateway must drop them (RFC 9110 section
-/// 7.6.1), or a caller could slip e.g. `Connection: X-Forwarded-For` past a
-/// proxy in front of keygate and have keygate forward it.
+/// The header names a message's `Connection` field lists: like the fixed
+/// hop-by-hop headers they belong to that one connection, and a gateway
+/// must not forward them (RFC 9110 section 7.6.1). The upstream would
+/// otherwise receive headers meant only for the hop to keygate.
 fn connection_options(headers: &header::HeaderMap) -> Vec<String> {
     headers
         .get_all(header::CONNECTION)
