@@ -82,10 +82,14 @@ fn authenticate(req: &HttpRequest) -> Result<AdminCaller, Error> {
         .headers()
         .get(header::AUTHORIZATION)
         .ok_or(Error::AdminTokenMissing)?;
+    // The scheme name is case-insensitive (RFC 9110 section 11.1): some
+    // clients send `bearer`.
     let presented = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, token)| token)
         .ok_or(Error::AdminTokenInvalid)?;
     if !state.token.matches(presented.trim()) {
         tracing::warn!(peer = ?req.peer_addr(), "admin call with a wrong token");

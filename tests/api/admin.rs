@@ -148,6 +148,18 @@ fn admin_token_is_required_and_checked() {
             .len(),
         0
     );
+    // The scheme name is case-insensitive; the token is not.
+    let lower = ureq::get(&app.admin_url("/admin/apps"))
+        .set("Authorization", &format!("bearer {ADMIN_TOKEN}"))
+        .call();
+    assert_eq!(lower.map(|r| r.status()).ok(), Some(200));
+    let upper_token = ureq::get(&app.admin_url("/admin/apps"))
+        .set(
+            "Authorization",
+            &format!("Bearer {}", ADMIN_TOKEN.to_uppercase()),
+        )
+        .call();
+    assert!(matches!(upper_token, Err(ureq::Error::Status(401, _))));
     // The public listener has no admin routes at all.
     let public = ureq::get(&app.url("/admin/apps"))
         .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
