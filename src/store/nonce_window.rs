@@ -154,9 +154,9 @@ impl NonceWindow {
         &self.metrics
     }
 
-    /// Pairs in the window now, across every shard.
+    /// Pairs in the window now.
     pub fn pairs(&self) -> usize {
-        self.seen.shards.iter().map(|s| lock(s).set.len()).sum()
+        self.seen.len()
     }
 
     /// Requests (and housekeeping jobs) waiting for the writer now.
@@ -288,6 +288,11 @@ impl SeenNonces {
         // seven are hashbrown's tag within a group, so a shard must not fix
         // either (the set hashes a pair's hash by itself, see `IntSet`).
         lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    }
+
+    /// Pairs across every shard, each counted under its own lock.
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).set.len()).sum()
     }
 
     fn contains(&self, hash: u64) -> bool {
@@ -798,8 +803,7 @@ mod tests {
             let hash = seen.hasher.hash("pk_a", &i.to_string());
             assert_eq!(seen.contains(hash), model.contains_key(&hash), "pair {i}");
         }
-        let total: usize = seen.shards.iter().map(|s| lock(s).set.len()).sum();
-        assert_eq!(total, model.len());
+        assert_eq!(seen.len(), model.len());
     }
 
     #[test]
