@@ -49,10 +49,10 @@ impl FromRequest for SignedRequest {
 /// 9421, draining an oversized body, the queue-full wait) are boxed
 /// separately.
 async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
-    let result = verify(&req, payload).await;
     let state = req
         .app_data::<web::Data<PublicState>>()
         .expect("PublicState is registered on the public app");
+    let result = verify(&req, payload, state).await;
     state.metrics.signed_request(result.as_ref().map(|_| ()));
     if let Err(e) = &result {
         let Some(lines_not_logged_before) = state.refusal_log.admit() else {
@@ -141,10 +141,11 @@ fn rfc9421_key_id(req: &HttpRequest) -> Option<String> {
 
 /// KG1 when the Authorization header says so (or when there is nothing
 /// else); RFC 9421 when the request carries Signature-Input instead.
-async fn verify(req: &HttpRequest, payload: Payload) -> Result<SignedRequest, Error> {
-    let state = req
-        .app_data::<web::Data<PublicState>>()
-        .expect("PublicState is registered on the public app");
+async fn verify(
+    req: &HttpRequest,
+    payload: Payload,
+    state: &PublicState,
+) -> Result<SignedRequest, Error> {
     let authorization = req.headers().get(header::AUTHORIZATION);
     let is_kg1 = authorization.is_some_and(|v| {
         v.as_bytes().len() >= SCHEME.len()
