@@ -35,37 +35,45 @@ impl Upstream {
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1) belong to one connection
-/// and are never forwarded; `host` is the upstream's own.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+/// Which headers of one message belong to its connection alone and are
+/// never forwarded (RFC 9110 section 7.6.1): the fixed hop-by-hop set,
+/// `host` (the upstream's own), and whatever that message's `Connection`
+/// field names, which the upstream would otherwise receive though they
+/// were meant only for the hop to keygate (or from the upstream).
+struct HopByHop {
+    named_in_connection: Vec<String>,
 }
 
-/// The header names a message's `Connection` field lists: like the fixed
-/// hop-by-hop headers they belong to that one connection, and a gateway
-/// must not forward them (RFC 9110 section 7.6.1). The upstream would
-/// otherwise receive headers meant only for the hop to keygate.
-fn connection_options(headers: &header::HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|name| name.trim().to_ascii_lowercase())
-        .filter(|name| !name.is_empty())
-        .collect()
+impl HopByHop {
+    fn of(headers: &header::HeaderMap) -> Self {
+        let named_in_connection = headers
+            .get_all(header::CONNECTION)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        HopByHop {
+            named_in_connection,
+        }
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-authenticate"
+                | "proxy-authorization"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "host"
+                | "content-length"
+        ) || self.named_in_connection.iter().any(|n| n == name.as_str())
+    }
 }
 
 /// Checks a configured upstream at start-up, so a typo fails loudly.
@@ -91,10 +99,9 @@ pub async fn forward(
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let url = format!("{}{}", upstream.base, target);
     let mut outgoing = upstream.client.request(req.method().clone(), url);
-    let per_connection = connection_options(req.headers());
+    let hop_by_hop = HopByHop::of(req.headers());
     for (name, value) in req.headers() {
-        if is_hop_by_hop(name)
-            || per_connection.iter().any(|n| n == name.as_str())
+        if hop_by_hop.contains(name)
             || name == header::AUTHORIZATION
             || name.as_str().starts_with("x-keygate-")
         {
@@ -115,9 +122,9 @@ pub async fn forward(
         Error::UpstreamUnavailable(e.to_string())
     })?;
     let mut answer = HttpResponse::build(response.status());
-    let per_connection = connection_options(response.headers());
+    let hop_by_hop = HopByHop::of(response.headers());
     for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) && !per_connection.iter().any(|n| n == name.as_str()) {
+        if !hop_by_hop.contains(name) {
             answer.append_header((name.clone(), value.clone()));
         }
     }
