@@ -41,32 +41,20 @@ fn rust_example() -> Command {
     c
 }
 
+/// How a partner runs each example, from its own directory.
 fn command(language: &str) -> Command {
-    let dir = repo().join("client-examples").join(language);
+    let interpreted = |program: &str, args: &[&str]| {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    };
     let mut cmd = match language {
-        "python" => {
-            let mut c = Command::new("python3");
-            c.arg("client.py");
-            c
-        }
-        "node" => {
-            let mut c = Command::new("node");
-            c.arg("client.mjs");
-            c
-        }
-        "java" => {
-            let mut c = Command::new("java");
-            c.arg("Client.java");
-            c
-        }
-        "bash" => {
-            let mut c = Command::new("bash");
-            c.arg("client.sh");
-            c
-        }
+        "python" => interpreted("python3", &["client.py"]),
+        "node" => interpreted("node", &["client.mjs"]),
+        "java" => interpreted("java", &["Client.java"]),
+        "bash" => interpreted("bash", &["client.sh"]),
         "go" => {
-            let mut c = Command::new("go");
-            c.args(["run", "client.go"]);
+            let mut c = interpreted("go", &["run", "client.go"]);
             // Go's build cache, kept with the test build's other artefacts
             // rather than wherever $HOME is (CI may not set it).
             c.env(
@@ -75,20 +63,12 @@ fn command(language: &str) -> Command {
             );
             c
         }
-        "php" => {
-            let mut c = Command::new("php");
-            c.arg("client.php");
-            c
-        }
-        "ruby" => {
-            let mut c = Command::new("ruby");
-            c.arg("client.rb");
-            c
-        }
+        "php" => interpreted("php", &["client.php"]),
+        "ruby" => interpreted("ruby", &["client.rb"]),
         "rust" => rust_example(),
         other => panic!("no example for {other}"),
     };
-    cmd.current_dir(dir);
+    cmd.current_dir(repo().join("client-examples").join(language));
     cmd
 }
 
