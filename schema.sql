@@ -97,3 +97,9 @@ INSERT INTO nonce_batches(expires_at, entries)
     SELECT expires_at, key_id || char(9) || nonce || char(9) || expires_at || char(10)
     FROM nonce_log ORDER BY id;
 DROP TABLE nonce_log;
+
+-- version 3
+-- Which keygate process made each change (`serve@host:pid`, `cli@host`),
+-- beside who asked (`actor`): with several instances on one database an
+-- operator needs both.
+ALTER TABLE audit_events ADD COLUMN instance TEXT;

@@ -17,7 +17,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{Config, DEFAULT_BODY_TIMEOUT_SECS, DEFAULT_MAX_BODY_BYTES, DEFAULT_SKEW_SECS};
 use crate::http::Application;
 use crate::signature::{self, BodyHash, SignedParts, StringToSign};
-use crate::store::{Catalog, Durability, StoreConfig};
+use crate::store::{self, Catalog, Database, Durability, StoreConfig};
 
 #[derive(Parser)]
 #[command(
@@ -93,16 +93,17 @@ struct BenchArgs {
 
 #[derive(Args, Clone)]
 struct DbArgs {
-    /// SQLite database file.
+    /// SQLite database file, or a postgres:// URL (PostgreSQL, for several instances).
     #[arg(long, env = "KEYGATE_DB", default_value = "./keygate.db")]
-    db: PathBuf,
-    /// Master key for secrets at rest [default: <db>.master-key, created on first use].
+    db: String,
+    /// Master key for secrets at rest [default with SQLite: <db>.master-key, created on first use;
+    /// required with PostgreSQL].
     #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
     master_key_file: Option<PathBuf>,
     /// normal: survives kill -9; full: fsync per commit, survives power loss.
     #[arg(long, env = "KEYGATE_DURABILITY", value_enum, default_value = "normal")]
     durability: Durability,
-    /// How long a write waits for a locked database before refusing (503).
+    /// How long a request waits for the database (a lock, an answer) before refusing (503).
     #[arg(long, env = "KEYGATE_DB_BUSY_TIMEOUT_MS", default_value_t = 2000)]
     db_busy_timeout_ms: u64,
 }
@@ -110,7 +111,7 @@ struct DbArgs {
 impl DbArgs {
     fn store_config(&self) -> StoreConfig {
         StoreConfig {
-            db_path: self.db.clone(),
+            database: Database::parse(&self.db),
             master_key_file: self.master_key_file.clone(),
             durability: self.durability,
             busy_timeout: Duration::from_millis(self.db_busy_timeout_ms),
@@ -118,7 +119,7 @@ impl DbArgs {
     }
 
     fn open(&self) -> Result<Catalog, String> {
-        Catalog::open(&self.store_config())
+        store::open_catalog(&self.store_config(), store::instance_name("cli"))
     }
 }
 

@@ -3,10 +3,9 @@
 //! see `cli::ServeArgs`); tests build it directly.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::store::StoreConfig;
+use crate::store::{Database, StoreConfig};
 
 pub const DEFAULT_SKEW_SECS: u32 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -20,7 +19,8 @@ pub struct Config {
     /// off the network partners reach.
     pub admin_listen: String,
     pub store: StoreConfig,
-    /// `None`: read or create `<db>.admin-token` beside the database.
+    /// `None`: read or create `<db>.admin-token` beside a SQLite database;
+    /// required with PostgreSQL, where every instance must share it.
     pub admin_token: Option<String>,
     pub skew_secs: u32,
     pub max_body_bytes: usize,
@@ -34,12 +34,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// The contract's defaults for a database file.
-    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+    /// The contract's defaults for a database (a SQLite path or a
+    /// PostgreSQL URL: see [`Database::parse`]).
+    pub fn new(database: impl Into<Database>) -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:8081".into(),
-            store: StoreConfig::new(db_path),
+            store: StoreConfig::new(database),
             admin_token: None,
             skew_secs: DEFAULT_SKEW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,

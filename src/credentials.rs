@@ -172,24 +172,34 @@ impl MasterKey {
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), String> {
         let created = write_new_file_0600(path, &random_base64url(32))
             .map_err(|e| format!("cannot create master key file {}: {e}", path.display()))?;
+        Ok((Self::load(path)?, created))
+    }
+
+    /// Reads an existing key file.
+    pub fn load(path: &Path) -> Result<Self, String> {
         let text = fs::read_to_string(path)
             .map_err(|e| format!("cannot read master key file {}: {e}", path.display()))?;
-        let text = text.trim();
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()
-            .or_else(|| const_hex::decode(text).ok())
-            .filter(|b| b.len() == 32)
-            .ok_or_else(|| {
-                format!(
-                    "master key file {} must hold 32 bytes as base64url (43 characters) or hex (64 characters)",
-                    path.display()
-                )
-            })?;
-        Ok((
-            MasterKey(XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key")),
-            created,
+        let bytes = Self::decode(text.trim()).ok_or_else(|| {
+            format!(
+                "master key file {} must hold 32 bytes as base64url (43 characters) or hex (64 characters)",
+                path.display()
+            )
+        })?;
+        Ok(MasterKey(
+            XChaCha20Poly1305::new_from_slice(&bytes).expect("32-byte key"),
         ))
+    }
+
+    /// Either documented form. Hex first, by length: 64 hex digits are also
+    /// valid base64url (of 48 bytes), so trying base64url first refused
+    /// every hex key file.
+    fn decode(text: &str) -> Option<Vec<u8>> {
+        let bytes = if text.len() == 64 {
+            const_hex::decode(text).ok()?
+        } else {
+            URL_SAFE_NO_PAD.decode(text).ok()?
+        };
+        (bytes.len() == 32).then_some(bytes)
     }
 
     pub fn seal(&self, plaintext: &[u8], bound_to: &str) -> Sealed {
@@ -242,6 +252,25 @@ mod tests {
         assert!(URL_SAFE_NO_PAD.decode(&secret.expose()[3..]).unwrap().len() == 32);
         assert_ne!(new_secret(), new_secret());
         assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
+    }
+
+    /// Both documented forms load, and mean the same key: the hex form was
+    /// refused, because its 64 digits also decode as base64url (48 bytes).
+    #[test]
+    fn master_key_files_load_as_hex_and_as_base64url() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0u8..32).map(|b| b.wrapping_mul(37)).collect();
+        let hex_file = dir.path().join("hex");
+        fs::write(&hex_file, format!("{}\n", const_hex::encode(&bytes))).unwrap();
+        let b64_file = dir.path().join("b64");
+        fs::write(&b64_file, URL_SAFE_NO_PAD.encode(&bytes)).unwrap();
+        let from_hex = MasterKey::load(&hex_file).unwrap();
+        let from_b64 = MasterKey::load(&b64_file).unwrap();
+        let sealed = from_hex.seal(b"sk_x", "pk_a");
+        assert_eq!(from_b64.open(&sealed, "pk_a").unwrap(), b"sk_x");
+        let short = dir.path().join("short");
+        fs::write(&short, "abcd").unwrap();
+        assert!(MasterKey::load(&short).is_err());
     }
 
     #[test]

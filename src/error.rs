@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
 use crate::signature::SCHEME;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -134,9 +135,15 @@ impl Error {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(err: rusqlite::Error) -> Self {
-        Error::Unavailable(format!("database: {err}"))
+/// The one place storage errors become the contract's codes.
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::AppNotFound(id) => Error::AppNotFound(id),
+            StoreError::KeyNotFound(id) => Error::KeyNotFound(id),
+            StoreError::Refused(reason) => Error::InvalidRequest(reason),
+            StoreError::Unavailable(_) => Error::Unavailable(err.to_string()),
+        }
     }
 }
 

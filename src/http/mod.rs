@@ -90,7 +90,13 @@ impl Application {
         let token = match &config.admin_token {
             Some(text) => AdminToken::new(text)?,
             None => {
-                let path = path_beside(&config.store.db_path, "admin-token");
+                let Some(db_path) = config.store.database.sqlite_path() else {
+                    return Err("with a PostgreSQL database, set KEYGATE_ADMIN_TOKEN (or \
+                                --admin-token) to the admin token every instance shares: \
+                                generate one with: openssl rand -base64 32"
+                        .into());
+                };
+                let path = path_beside(db_path, "admin-token");
                 let (token, created) = AdminToken::load_or_create(&path)?;
                 if created {
                     tracing::info!(path = %path.display(), "generated an admin token (mode 0600); read it from this file");

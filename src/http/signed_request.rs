@@ -180,7 +180,8 @@ async fn verify_kg1(
     // 2. The key.
     let key = state
         .store
-        .find_key(auth.key_id)?
+        .find_key(auth.key_id)
+        .await?
         .ok_or(Error::UnknownKey)?;
     key.check_usable(now)?;
 
@@ -277,25 +278,10 @@ async fn verify_rfc9421(
     let mut first_error: Option<Error> = None;
     let mut candidates: Vec<(MessageSignature, Arc<CachedKey>)> = Vec::new();
     for (_, parsed) in parsed {
-        let checked = parsed
-            .map_err(Error::MalformedAuthorization)
-            .and_then(|sig| {
-                let key = state
-                    .store
-                    .find_key(&sig.key_id)?
-                    .ok_or(Error::UnknownKey)?;
-                key.check_usable(now)?;
-                check_clock(sig.created, now, state.skew_secs)?;
-                if let Some(expires) = sig.expires {
-                    if now >= expires {
-                        return Err(Error::SignatureExpired {
-                            server_time: now,
-                            expires,
-                        });
-                    }
-                }
-                Ok((sig, key))
-            });
+        let checked = match parsed.map_err(Error::MalformedAuthorization) {
+            Ok(sig) => check_rfc9421_label(sig, now, state).await,
+            Err(e) => Err(e),
+        };
         match checked {
             Ok(candidate) => candidates.push(candidate),
             Err(e) => {
@@ -369,6 +355,31 @@ async fn verify_rfc9421(
         }
     }
     Err(first_error.expect("a candidate failed"))
+}
+
+/// Steps 2 and 3 for one RFC 9421 label: the key, the clock and the
+/// signature's own expiry.
+async fn check_rfc9421_label(
+    sig: MessageSignature,
+    now: i64,
+    state: &PublicState,
+) -> Result<(MessageSignature, Arc<CachedKey>), Error> {
+    let key = state
+        .store
+        .find_key(&sig.key_id)
+        .await?
+        .ok_or(Error::UnknownKey)?;
+    key.check_usable(now)?;
+    check_clock(sig.created, now, state.skew_secs)?;
+    if let Some(expires) = sig.expires {
+        if now >= expires {
+            return Err(Error::SignatureExpired {
+                server_time: now,
+                expires,
+            });
+        }
+    }
+    Ok((sig, key))
 }
 
 /// Reads the whole body (bounded), hashing it as it arrives.

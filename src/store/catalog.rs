@@ -1,18 +1,20 @@
-//! Applications, keys and the audit log: what an admin changes.
+//! Applications, keys and the audit log: what an admin changes, with the
+//! rules that hold on every backend (names, expiry in the future, grace
+//! limits, ids, sealing secrets, the master key check).
 //!
-//! Every change and its audit event are written in one transaction, so the
-//! log cannot miss a change that happened. Key secrets are sealed with the
-//! master key before they reach SQL and are returned only once, in the
-//! [`NewKey`] that creates them.
+//! Every change and its audit event are written by the backend in one
+//! transaction, so the log cannot miss a change that happened. Key secrets
+//! are sealed with the master key before they reach the backend and are
+//! returned only once, in the [`NewKey`] that creates them.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::{open_connection, StoreConfig};
+use super::backend::{AppRow, AuditRow, CatalogBackend, KeyRow, NewAuditEvent, StoredKey};
+use super::{StoreError, VerifyingKey};
 use crate::clock;
 use crate::credentials::{self, MasterKey, Sealed, Secret};
 use crate::error::Error;
@@ -100,119 +102,149 @@ pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub actor: String,
+    /// The keygate process that made the change: `serve@host:pid` for an
+    /// admin API call, `cli@host` for the CLI.
+    pub instance: Option<String>,
     pub action: String,
     pub app_id: Option<String>,
     pub key_id: Option<String>,
     pub detail: serde_json::Value,
 }
 
-/// What the verifier needs of a key, secret decrypted.
-pub struct VerifyingKey {
-    pub key_id: String,
-    pub app_id: String,
-    pub app_name: String,
-    pub secret: Secret,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-}
-
-pub struct Catalog {
-    conn: Mutex<Connection>,
-    master_key: MasterKey,
-}
-
 fn datetime(unix: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-impl Catalog {
-    /// Opens (creating if needed) the database, applies the schema and
-    /// checks the master key against it.
-    pub fn open(config: &StoreConfig) -> Result<Catalog, String> {
-        let db = config.db_path.display();
-        let mut conn =
-            open_connection(config).map_err(|e| format!("cannot open database {db}: {e}"))?;
-        super::schema::migrate(&mut conn).map_err(|e| format!("database {db}: {e}"))?;
-
-        let key_path = config.master_key_path();
-        let (master_key, created) = MasterKey::load_or_create(&key_path)?;
-        if created {
-            tracing::info!(path = %key_path.display(), "generated a new master key (mode 0600); back it up: without it no key secret can be read");
+impl From<AppRow> for App {
+    fn from(row: AppRow) -> App {
+        App {
+            app_id: row.app_id,
+            name: row.name,
+            created_at: datetime(row.created_at),
         }
+    }
+}
+
+impl KeyInfo {
+    fn from_row(row: KeyRow, now: i64) -> KeyInfo {
+        KeyInfo {
+            status: KeyStatus::at(now, row.expires_at, row.revoked_at),
+            key_id: row.key_id,
+            app_id: row.app_id,
+            created_at: datetime(row.created_at),
+            expires_at: row.expires_at.map(datetime),
+            revoked_at: row.revoked_at.map(datetime),
+            last_used_at: row.last_used_at.map(datetime),
+        }
+    }
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(row: AuditRow) -> AuditEvent {
+        AuditEvent {
+            id: row.id,
+            at: datetime(row.at),
+            actor: row.actor,
+            instance: row.instance,
+            action: row.action,
+            app_id: row.app_id,
+            key_id: row.key_id,
+            detail: row
+                .detail
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// A year: a longer overlap is a second key, not a rotation.
+pub const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;
+
+pub struct Catalog {
+    backend: Arc<dyn CatalogBackend>,
+    master_key: MasterKey,
+    /// Written into every audit event this process makes.
+    instance: String,
+}
+
+impl Catalog {
+    /// Checks `master_key` against the database (storing the check value
+    /// on first use). `key_file` only names the key in the error.
+    pub(crate) fn new(
+        backend: Arc<dyn CatalogBackend>,
+        master_key: MasterKey,
+        key_file: &str,
+        instance: String,
+    ) -> Result<Catalog, String> {
         let catalog = Catalog {
-            conn: Mutex::new(conn),
+            backend,
             master_key,
+            instance,
         };
-        catalog.check_master_key(&key_path.display().to_string())?;
+        catalog.check_master_key(key_file)?;
         Ok(catalog)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written
-        // (transactions roll back on drop), so a poisoned lock is usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn backend(&self) -> &Arc<dyn CatalogBackend> {
+        &self.backend
     }
 
-    fn check_master_key(&self, key_path: &str) -> Result<(), String> {
-        let conn = self.lock();
-        let stored: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE name = 'master_key_check'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
+    fn check_master_key(&self, key_file: &str) -> Result<(), String> {
+        let stored = self
+            .backend
+            .master_key_check()
             .map_err(|e| e.to_string())?;
-        match stored {
-            Some(blob) if blob.len() > 24 => {
-                let sealed = Sealed {
-                    nonce: blob[..24].to_vec(),
-                    ciphertext: blob[24..].to_vec(),
-                };
-                match self.master_key.open(&sealed, "meta") {
-                    Some(plain) if plain == MASTER_KEY_CHECK => Ok(()),
-                    _ => Err(format!(
-                        "the master key in {key_path} is not the one this database was created with; \
-                         set KEYGATE_MASTER_KEY_FILE to the right file"
-                    )),
-                }
-            }
-            _ => {
+        let blob = match stored {
+            Some(blob) => blob,
+            None => {
                 let sealed = self.master_key.seal(MASTER_KEY_CHECK, "meta");
-                let blob = [sealed.nonce, sealed.ciphertext].concat();
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(name, value) VALUES ('master_key_check', ?1)",
-                    [blob],
-                )
-                .map_err(|e| e.to_string())?;
-                drop(conn);
+                self.backend
+                    .init_master_key_check(&[sealed.nonce, sealed.ciphertext].concat())
+                    .map_err(|e| e.to_string())?;
                 // Another process may have won the insert with its own key.
-                self.check_master_key(key_path)
+                self.backend
+                    .master_key_check()
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the master key check was not stored")?
             }
+        };
+        let opened = (blob.len() > 24)
+            .then(|| {
+                self.master_key.open(
+                    &Sealed {
+                        nonce: blob[..24].to_vec(),
+                        ciphertext: blob[24..].to_vec(),
+                    },
+                    "meta",
+                )
+            })
+            .flatten();
+        match opened {
+            Some(plain) if plain == MASTER_KEY_CHECK => Ok(()),
+            _ => Err(format!(
+                "the master key in {key_file} is not the one this database was created with; \
+                 set KEYGATE_MASTER_KEY_FILE to the right file"
+            )),
         }
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>) -> Result<T, Error> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn audit(
-        tx: &Transaction<'_>,
+    fn event(
+        &self,
         actor: &str,
-        action: &str,
+        action: &'static str,
         app_id: Option<&str>,
         key_id: Option<&str>,
         detail: serde_json::Value,
-    ) -> Result<(), Error> {
-        tx.execute(
-            "INSERT INTO audit_events(at, actor, action, app_id, key_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![clock::now(), actor, action, app_id, key_id, detail.to_string()],
-        )?;
-        Ok(())
+    ) -> NewAuditEvent {
+        NewAuditEvent {
+            at: clock::now(),
+            actor: actor.to_owned(),
+            instance: self.instance.clone(),
+            action,
+            app_id: app_id.map(str::to_owned),
+            key_id: key_id.map(str::to_owned),
+            detail: detail.to_string(),
+        }
     }
 
     pub fn create_app(&self, name: &str, actor: &str) -> Result<App, Error> {
@@ -222,74 +254,53 @@ impl Catalog {
                 "name must be 1 to 200 characters with no control characters".into(),
             ));
         }
-        let app = App {
+        let row = AppRow {
             app_id: credentials::new_app_id(),
             name: name.to_owned(),
-            created_at: datetime(clock::now()),
+            created_at: clock::now(),
         };
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO apps(app_id, name, created_at) VALUES (?1, ?2, ?3)",
-                params![app.app_id, app.name, app.created_at.unix_timestamp()],
-            )?;
-            Self::audit(
-                tx,
-                actor,
-                "app.create",
-                Some(&app.app_id),
-                None,
-                json!({ "name": app.name }),
-            )
-        })?;
-        Ok(app)
+        let event = self.event(
+            actor,
+            "app.create",
+            Some(&row.app_id),
+            None,
+            json!({ "name": row.name }),
+        );
+        self.backend.insert_app(&row, &event)?;
+        Ok(row.into())
     }
 
     pub fn list_apps(&self) -> Result<Vec<App>, Error> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT app_id, name, created_at FROM apps ORDER BY created_at, app_id",
-        )?;
-        let apps = stmt
-            .query_map([], |r| {
-                Ok(App {
-                    app_id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_at: datetime(r.get(2)?),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(apps)
+        Ok(self
+            .backend
+            .list_apps()?
+            .into_iter()
+            .map(App::from)
+            .collect())
     }
 
-    fn insert_key(
-        &self,
-        tx: &Transaction<'_>,
-        app_id: &str,
-        expires_at: Option<i64>,
-    ) -> Result<NewKey, Error> {
+    /// A fresh key id and secret, the secret sealed for storage.
+    fn new_key(&self, expires_at: Option<i64>) -> (StoredKey, Secret) {
         let key_id = credentials::new_key_id();
         let secret = credentials::new_secret();
         let sealed = self.master_key.seal(secret.expose().as_bytes(), &key_id);
-        let now = clock::now();
-        tx.execute(
-            "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![key_id, app_id, sealed.nonce, sealed.ciphertext, now, expires_at],
-        )?;
-        Ok(NewKey {
+        let stored = StoredKey {
             key_id,
-            secret,
-            app_id: app_id.to_owned(),
-            created_at: datetime(now),
-            expires_at: expires_at.map(datetime),
-        })
+            sealed,
+            created_at: clock::now(),
+            expires_at,
+        };
+        (stored, secret)
     }
 
-    fn app_exists(tx: &Transaction<'_>, app_id: &str) -> Result<bool, Error> {
-        Ok(tx
-            .query_row("SELECT 1 FROM apps WHERE app_id = ?1", [app_id], |_| Ok(()))
-            .optional()?
-            .is_some())
+    fn created(stored: StoredKey, secret: Secret, app_id: String) -> NewKey {
+        NewKey {
+            key_id: stored.key_id,
+            secret,
+            app_id,
+            created_at: datetime(stored.created_at),
+            expires_at: stored.expires_at.map(datetime),
+        }
     }
 
     pub fn create_key(
@@ -305,77 +316,34 @@ impl Catalog {
                 ));
             }
         }
-        self.write(|tx| {
-            if !Self::app_exists(tx, app_id)? {
-                return Err(Error::AppNotFound(app_id.to_owned()));
-            }
-            let key = self.insert_key(tx, app_id, expires_at)?;
-            Self::audit(
-                tx,
-                actor,
-                "key.create",
-                Some(app_id),
-                Some(&key.key_id),
-                json!({ "expires_at": expires_at }),
-            )?;
-            Ok(key)
-        })
+        let (stored, secret) = self.new_key(expires_at);
+        let event = self.event(
+            actor,
+            "key.create",
+            Some(app_id),
+            Some(&stored.key_id),
+            json!({ "expires_at": expires_at }),
+        );
+        self.backend.insert_key(app_id, &stored, &event)?;
+        Ok(Self::created(stored, secret, app_id.to_owned()))
     }
-
-    fn key_info_row(r: &rusqlite::Row<'_>, now: i64) -> rusqlite::Result<KeyInfo> {
-        let expires_at: Option<i64> = r.get(3)?;
-        let revoked_at: Option<i64> = r.get(4)?;
-        Ok(KeyInfo {
-            key_id: r.get(0)?,
-            app_id: r.get(1)?,
-            status: KeyStatus::at(now, expires_at, revoked_at),
-            created_at: datetime(r.get(2)?),
-            expires_at: expires_at.map(datetime),
-            revoked_at: revoked_at.map(datetime),
-            last_used_at: r.get::<_, Option<i64>>(5)?.map(datetime),
-        })
-    }
-
-    const KEY_INFO_COLUMNS: &'static str =
-        "key_id, app_id, created_at, expires_at, revoked_at, last_used_at";
 
     pub fn list_keys(&self, app_id: &str) -> Result<Vec<KeyInfo>, Error> {
-        let conn = self.lock();
-        let exists = conn
-            .query_row("SELECT 1 FROM apps WHERE app_id = ?1", [app_id], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(Error::AppNotFound(app_id.to_owned()));
-        }
         let now = clock::now();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {} FROM keys WHERE app_id = ?1 ORDER BY created_at, key_id",
-            Self::KEY_INFO_COLUMNS
-        ))?;
-        let keys = stmt
-            .query_map([app_id], |r| Self::key_info_row(r, now))?
-            .collect::<Result<_, _>>()?;
-        Ok(keys)
+        Ok(self
+            .backend
+            .list_keys(app_id)?
+            .into_iter()
+            .map(|row| KeyInfo::from_row(row, now))
+            .collect())
     }
 
     pub fn key_info(&self, key_id: &str) -> Result<KeyInfo, Error> {
-        let conn = self.lock();
-        Self::key_info_in(&conn, key_id)
-    }
-
-    fn key_info_in(conn: &Connection, key_id: &str) -> Result<KeyInfo, Error> {
-        let now = clock::now();
-        conn.query_row(
-            &format!(
-                "SELECT {} FROM keys WHERE key_id = ?1",
-                Self::KEY_INFO_COLUMNS
-            ),
-            [key_id],
-            |r| Self::key_info_row(r, now),
-        )
-        .optional()?
-        .ok_or_else(|| Error::KeyNotFound(key_id.to_owned()))
+        let row = self
+            .backend
+            .key(key_id)?
+            .ok_or_else(|| StoreError::KeyNotFound(key_id.to_owned()))?;
+        Ok(KeyInfo::from_row(row, clock::now()))
     }
 
     /// A new key for the same application; the old one keeps working for
@@ -393,105 +361,46 @@ impl Catalog {
                 "grace_seconds must be between 0 and {MAX_GRACE_SECONDS}"
             )));
         }
-        self.write(|tx| {
-            let old = Self::key_info_in(tx, key_id)?;
-            if old.status == KeyStatus::Revoked {
-                return Err(Error::InvalidRequest(format!(
-                    "key {key_id} is revoked; create a new key for the application instead"
-                )));
-            }
-            let new_key = self.insert_key(tx, &old.app_id, None)?;
-            let old_expires_at = clock::now() + grace_seconds;
-            tx.execute(
-                "UPDATE keys SET expires_at = ?2 WHERE key_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-                params![key_id, old_expires_at],
-            )?;
-            Self::audit(
-                tx,
-                actor,
-                "key.rotate",
-                Some(&old.app_id),
-                Some(key_id),
-                json!({ "new_key_id": new_key.key_id, "grace_seconds": grace_seconds }),
-            )?;
-            Ok(new_key)
-        })
+        let (stored, secret) = self.new_key(None);
+        let event = self.event(
+            actor,
+            "key.rotate",
+            None,
+            Some(key_id),
+            json!({ "new_key_id": stored.key_id, "grace_seconds": grace_seconds }),
+        );
+        let old = self
+            .backend
+            .rotate_key(key_id, &stored, clock::now() + grace_seconds, &event)?;
+        Ok(Self::created(stored, secret, old.app_id))
     }
 
     /// Revoking twice is not an error: the key stays revoked from the first
     /// time, and the answer says so.
     pub fn revoke_key(&self, key_id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        self.write(|tx| {
-            let key = Self::key_info_in(tx, key_id)?;
-            if key.status != KeyStatus::Revoked {
-                tx.execute(
-                    "UPDATE keys SET revoked_at = ?2 WHERE key_id = ?1",
-                    params![key_id, clock::now()],
-                )?;
-                Self::audit(
-                    tx,
-                    actor,
-                    "key.revoke",
-                    Some(&key.app_id),
-                    Some(key_id),
-                    json!({}),
-                )?;
-            }
-            Self::key_info_in(tx, key_id)
-        })
+        let now = clock::now();
+        let event = self.event(actor, "key.revoke", None, Some(key_id), json!({}));
+        let row = self.backend.revoke_key(key_id, now, &event)?;
+        Ok(KeyInfo::from_row(row, now))
     }
 
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, Error> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, at, actor, action, app_id, key_id, detail FROM audit_events ORDER BY id DESC LIMIT ?1",
-        )?;
-        let events = stmt
-            .query_map([limit], |r| {
-                let detail: Option<String> = r.get(6)?;
-                Ok(AuditEvent {
-                    id: r.get(0)?,
-                    at: datetime(r.get(1)?),
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    app_id: r.get(4)?,
-                    key_id: r.get(5)?,
-                    detail: detail
-                        .and_then(|d| serde_json::from_str(&d).ok())
-                        .unwrap_or(serde_json::Value::Null),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(events)
+        Ok(self
+            .backend
+            .audit_events(limit)?
+            .into_iter()
+            .map(AuditEvent::from)
+            .collect())
     }
 
     /// The key with its secret decrypted, for the verifier's cache.
     pub(crate) fn verifying_key(&self, key_id: &str) -> Result<Option<VerifyingKey>, Error> {
-        let conn = self.lock();
-        let row = conn
-            .prepare_cached(
-                "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, k.expires_at, k.revoked_at \
-                 FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = ?1",
-            )?
-            .query_row([key_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    Sealed {
-                        nonce: r.get(2)?,
-                        ciphertext: r.get(3)?,
-                    },
-                    r.get::<_, Option<i64>>(4)?,
-                    r.get::<_, Option<i64>>(5)?,
-                ))
-            })
-            .optional()?;
-        let Some((app_id, app_name, sealed, expires_at, revoked_at)) = row else {
+        let Some(row) = self.backend.verifying_key(key_id)? else {
             return Ok(None);
         };
         let secret = self
             .master_key
-            .open(&sealed, key_id)
+            .open(&row.sealed, key_id)
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or_else(|| {
                 Error::Unavailable(format!(
@@ -500,36 +409,11 @@ impl Catalog {
             })?;
         Ok(Some(VerifyingKey {
             key_id: key_id.to_owned(),
-            app_id,
-            app_name,
+            app_id: row.app_id,
+            app_name: row.app_name,
             secret: Secret::new(secret),
-            expires_at,
-            revoked_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
         }))
     }
-
-    /// Bumped by a trigger on every key insert, revocation or expiry change.
-    pub(crate) fn keys_version(&self) -> Result<i64, Error> {
-        Ok(self.lock().query_row(
-            "SELECT value FROM meta WHERE name = 'keys_version'",
-            [],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// (key_id, expires_at, revoked_at) of every key.
-    pub(crate) fn key_states(&self) -> Result<Vec<KeyState>, Error> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT key_id, expires_at, revoked_at FROM keys")?;
-        let states = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(states)
-    }
 }
-
-/// A key's id, expiry and revocation time, as the verifier's cache needs them.
-pub(crate) type KeyState = (String, Option<i64>, Option<i64>);
-
-/// A year: a longer overlap is a second key, not a rotation.
-pub const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;

@@ -7,9 +7,21 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::catalog::{KeyStatus, VerifyingKey};
+use super::catalog::KeyStatus;
+use crate::credentials::Secret;
 use crate::error::Error;
 use crate::signature::SigningKey;
+
+/// What the verifier needs of a key, secret decrypted: what the cache is
+/// filled from.
+pub struct VerifyingKey {
+    pub key_id: String,
+    pub app_id: String,
+    pub app_name: String,
+    pub secret: Secret,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
 
 /// Stands for "none" in the atomics below.
 const NEVER: i64 = i64::MIN;

@@ -1,34 +1,19 @@
-//! Applies `schema.sql` at start-up. The file is split into versions at
-//! lines `-- version N`; the database's `PRAGMA user_version` says which it
-//! has, and each newer block runs in its own transaction, so a crash
-//! mid-upgrade leaves the database at a whole version.
+//! Applies `schema.sql` at start-up (its `-- version N` blocks: see
+//! `store::migrations`). The database's `PRAGMA user_version` says which
+//! version it has, and each newer block runs in its own transaction, so a
+//! crash mid-upgrade leaves the database at a whole version.
 
 use rusqlite::{Connection, TransactionBehavior};
 
-const SCHEMA: &str = include_str!("../../schema.sql");
+const SCHEMA: &str = include_str!("../../../schema.sql");
 
-/// The schema versions in order, as (version, SQL): each block starts at a
-/// line that is exactly `-- version N`.
 fn versions() -> Vec<(i64, String)> {
-    let mut out: Vec<(i64, String)> = Vec::new();
-    for line in SCHEMA.lines() {
-        if let Some(number) = line.strip_prefix("-- version ") {
-            let number = number
-                .trim()
-                .parse()
-                .expect("schema.sql: `-- version N` needs a number");
-            out.push((number, String::new()));
-        } else if let Some((_, sql)) = out.last_mut() {
-            sql.push_str(line);
-            sql.push('\n');
-        }
-    }
-    out
+    crate::store::migrations::versions(SCHEMA)
 }
 
 /// The newest schema version this build knows.
 pub fn latest_version() -> i64 {
-    versions().last().map(|(v, _)| *v).unwrap_or(0)
+    crate::store::migrations::latest_version(SCHEMA)
 }
 
 pub fn migrate(conn: &mut Connection) -> Result<(), String> {
@@ -54,13 +39,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
     let current: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;
-    if current > latest_version() {
-        return Err(format!(
-            "the database has schema version {current}, newer than this keygate knows ({}); upgrade keygate",
-            latest_version()
-        ));
-    }
-    Ok(())
+    crate::store::migrations::check_not_newer(current, SCHEMA)
 }
 
 #[cfg(test)]

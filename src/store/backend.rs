@@ -1,0 +1,177 @@
+//! The storage boundary: what keygate needs of a database, as two traits.
+//! Each backend (`sqlite/`, `postgres/`) implements both; everything above
+//! them (the catalog's rules, the key cache, the group-commit writer, the
+//! admin API, the CLI, the metrics) is written once. A third backend is a
+//! new folder implementing these, not a rewrite.
+//!
+//! Both traits are synchronous: the admin API calls the catalog on the
+//! blocking pool, and the nonce ledger is driven by its own writer thread.
+
+use std::sync::Arc;
+
+use super::StoreError;
+use crate::credentials::Sealed;
+
+/// Applications, keys and audit events, as rows. One call is one
+/// transaction: a change and its audit event commit together or not at all.
+pub trait CatalogBackend: Send + Sync {
+    /// The master key check value kept with the data, if one was stored.
+    fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` unless a check value is stored already (another
+    /// process may have won the race; the caller reads it back).
+    fn init_master_key_check(&self, value: &[u8]) -> Result<(), StoreError>;
+
+    fn insert_app(&self, app: &AppRow, event: &NewAuditEvent) -> Result<(), StoreError>;
+    fn list_apps(&self) -> Result<Vec<AppRow>, StoreError>;
+
+    /// `AppNotFound` when the application does not exist.
+    fn insert_key(
+        &self,
+        app_id: &str,
+        key: &StoredKey,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError>;
+    /// `AppNotFound` when the application does not exist.
+    fn list_keys(&self, app_id: &str) -> Result<Vec<KeyRow>, StoreError>;
+    fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError>;
+    /// In one transaction: the old key must exist (`KeyNotFound`) and not
+    /// be revoked (`Refused`); `new_key` joins the old key's application;
+    /// the old key's expiry moves to `old_expires_at` unless it already
+    /// expires sooner; `event` is written with the application's id.
+    /// Returns the old key as it was before.
+    fn rotate_key(
+        &self,
+        old_key_id: &str,
+        new_key: &StoredKey,
+        old_expires_at: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError>;
+    /// Sets `revoked_at` and writes `event` (with the application's id)
+    /// unless the key is revoked already; returns the key as it is after.
+    fn revoke_key(
+        &self,
+        key_id: &str,
+        revoked_at: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError>;
+    /// Newest first.
+    fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError>;
+
+    /// What the verifier needs of a key, its secret still sealed.
+    fn verifying_key(&self, key_id: &str) -> Result<Option<SealedVerifyingKey>, StoreError>;
+    /// A number that moves whenever a key is created, revoked or has its
+    /// expiry changed, by any process: the key cache's cue to refresh.
+    fn keys_version(&self) -> Result<i64, StoreError>;
+    /// (key_id, expires_at, revoked_at) of every key.
+    fn key_states(&self) -> Result<Vec<KeyState>, StoreError>;
+
+    /// Work the server's maintenance thread does every tick besides the
+    /// backend-free parts (SQLite: checkpoint the WAL; PostgreSQL: purge
+    /// expired nonces in small chunks).
+    fn housekeeping(&self, now: i64) -> Result<(), StoreError>;
+}
+
+/// The replay window's durable half: "record this batch of pairs, tell me
+/// which were new", with each key's revocation and expiry re-checked in
+/// the same transaction, so a key revoked through any process is refused
+/// from the moment the revocation commits.
+pub trait NonceLedger: Send {
+    /// Records `pairs` in one transaction and answers for each, in order.
+    /// No two pairs in `pairs` are equal (the writer tells copies apart
+    /// first). `Err` means nothing was recorded: every request in the
+    /// batch is refused (fail closed).
+    fn record(&mut self, pairs: &[PairToRecord], now: i64)
+        -> Result<Vec<PairOutcome>, StoreError>;
+    /// Last-used times, written in batches rather than per request; a time
+    /// never moves backwards.
+    fn touch_keys(&mut self, used: &[(Arc<str>, i64)]) -> Result<(), StoreError>;
+    /// Drops pairs whose `expires_at` is before `now`, when that has to
+    /// happen on the writer's connection (SQLite's log); a backend that
+    /// purges elsewhere does nothing here.
+    fn purge(&mut self, now: i64) -> Result<(), StoreError>;
+}
+
+/// A (key_id, nonce) pair waiting to be recorded.
+#[derive(Debug, Clone)]
+pub struct PairToRecord {
+    pub key_id: Arc<str>,
+    pub nonce: Box<str>,
+    /// Until when the pair must be remembered (signing time + skew + 1).
+    pub expires_at: i64,
+    /// The pair's hash in the in-memory front ([`super::SeenNonces`]).
+    pub hash: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairOutcome {
+    Recorded,
+    /// Recorded before, by this or another process.
+    Replayed,
+    UnknownKey,
+    KeyRevoked,
+    KeyExpired,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub app_id: String,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A key as stored, times in Unix seconds.
+#[derive(Debug, Clone)]
+pub struct KeyRow {
+    pub key_id: String,
+    pub app_id: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// A new key's row: its secret only ever sealed.
+pub struct StoredKey {
+    pub key_id: String,
+    pub sealed: Sealed,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+pub struct SealedVerifyingKey {
+    pub app_id: String,
+    pub app_name: String,
+    pub sealed: Sealed,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+/// An audit event to write. `app_id` may be left `None` by the caller
+/// where the backend fills it in (rotation, revocation).
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub at: i64,
+    pub actor: String,
+    /// Which keygate process made the change (`serve@host:pid`, `cli@host`).
+    pub instance: String,
+    pub action: &'static str,
+    pub app_id: Option<String>,
+    pub key_id: Option<String>,
+    /// JSON text, never a secret.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub instance: Option<String>,
+    pub action: String,
+    pub app_id: Option<String>,
+    pub key_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A key's id, expiry and revocation time, as the verifier's cache needs them.
+pub type KeyState = (String, Option<i64>, Option<i64>);

@@ -1,0 +1,447 @@
+//! Applications, keys and audit events in PostgreSQL. Each call is one
+//! transaction on the catalog's connection; a key row that a change
+//! depends on is locked (FOR UPDATE) so concurrent instances cannot
+//! interleave a rotation and a revocation of the same key.
+
+use tokio_postgres::{GenericClient, Row};
+
+use super::{PgConnection, Session, Work};
+use crate::credentials::Sealed;
+use crate::store::backend::{
+    AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, NewAuditEvent, SealedVerifyingKey,
+    StoredKey,
+};
+use crate::store::StoreError;
+
+/// Expired pairs deleted per statement, and statements per maintenance
+/// tick: each chunk is its own short transaction, so the purge never holds
+/// many row locks for long, and concurrent instances skip each other's
+/// rows rather than wait (SKIP LOCKED).
+const PURGE_CHUNK: i64 = 5000;
+const PURGE_MAX_CHUNKS: usize = 20;
+
+pub(crate) struct PgCatalog {
+    conn: PgConnection,
+    /// The purge's own connection, so it never queues behind admin calls.
+    maintenance: PgConnection,
+}
+
+/// What a call that may find "not found" returns from inside the
+/// transaction: database errors travel separately.
+enum Found<T> {
+    Yes(T),
+    NoApp,
+    NoKey,
+    Revoked,
+}
+
+const KEY_COLUMNS: &str = "key_id, app_id, created_at, expires_at, revoked_at, last_used_at";
+
+fn key_row(row: &Row) -> KeyRow {
+    KeyRow {
+        key_id: row.get(0),
+        app_id: row.get(1),
+        created_at: row.get(2),
+        expires_at: row.get(3),
+        revoked_at: row.get(4),
+        last_used_at: row.get(5),
+    }
+}
+
+async fn key_in<C: GenericClient>(
+    client: &C,
+    key_id: &str,
+    lock: bool,
+) -> Result<Option<KeyRow>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM keys WHERE key_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    Ok(client
+        .query_opt(&sql, &[&key_id])
+        .await?
+        .map(|row| key_row(&row)))
+}
+
+async fn write_event<C: GenericClient>(
+    client: &C,
+    event: &NewAuditEvent,
+    app_id: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO audit_events(at, actor, instance, action, app_id, key_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &event.at,
+                &event.actor,
+                &event.instance,
+                &event.action,
+                &app_id.or(event.app_id.as_deref()),
+                &event.key_id,
+                &event.detail,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+async fn insert_key_in<C: GenericClient>(
+    client: &C,
+    app_id: &str,
+    key: &OwnedKey,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &key.key_id,
+                &app_id,
+                &key.nonce,
+                &key.ciphertext,
+                &key.created_at,
+                &key.expires_at,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A `StoredKey` that can move into a call's future.
+struct OwnedKey {
+    key_id: String,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+    created_at: i64,
+    expires_at: Option<i64>,
+}
+
+impl From<&StoredKey> for OwnedKey {
+    fn from(key: &StoredKey) -> Self {
+        OwnedKey {
+            key_id: key.key_id.clone(),
+            nonce: key.sealed.nonce.clone(),
+            ciphertext: key.sealed.ciphertext.clone(),
+            created_at: key.created_at,
+            expires_at: key.expires_at,
+        }
+    }
+}
+
+impl PgCatalog {
+    pub(super) fn new(conn: PgConnection, maintenance: PgConnection) -> Self {
+        PgCatalog { conn, maintenance }
+    }
+
+    fn run<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
+        self.conn.run(work)
+    }
+}
+
+fn found<T>(outcome: Found<T>, app_id: &str, key_id: &str) -> Result<T, StoreError> {
+    match outcome {
+        Found::Yes(value) => Ok(value),
+        Found::NoApp => Err(StoreError::AppNotFound(app_id.to_owned())),
+        Found::NoKey => Err(StoreError::KeyNotFound(key_id.to_owned())),
+        Found::Revoked => Err(StoreError::Refused(format!(
+            "key {key_id} is revoked; create a new key for the application instead"
+        ))),
+    }
+}
+
+impl CatalogBackend for PgCatalog {
+    fn master_key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                Ok(s.client
+                    .query_opt("SELECT value FROM meta WHERE name = 'master_key_check'", &[])
+                    .await?
+                    .map(|row| row.get(0)))
+            })
+        }))
+    }
+
+    fn init_master_key_check(&self, value: &[u8]) -> Result<(), StoreError> {
+        let value = value.to_vec();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                s.client
+                    .execute(
+                        "INSERT INTO meta(name, value) VALUES ('master_key_check', $1) \
+                         ON CONFLICT (name) DO NOTHING",
+                        &[&value],
+                    )
+                    .await?;
+                Ok(())
+            })
+        }))
+    }
+
+    fn insert_app(&self, app: &AppRow, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let (app, event) = (app.clone(), event.clone());
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                tx.execute(
+                    "INSERT INTO apps(app_id, name, created_at) VALUES ($1, $2, $3)",
+                    &[&app.app_id, &app.name, &app.created_at],
+                )
+                .await?;
+                write_event(&tx, &event, None).await?;
+                tx.commit().await
+            })
+        }))
+    }
+
+    fn list_apps(&self) -> Result<Vec<AppRow>, StoreError> {
+        self.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                let rows = s
+                    .client
+                    .query(
+                        "SELECT app_id, name, created_at FROM apps ORDER BY created_at, app_id",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| AppRow {
+                        app_id: r.get(0),
+                        name: r.get(1),
+                        created_at: r.get(2),
+                    })
+                    .collect())
+            })
+        }))
+    }
+
+    fn insert_key(
+        &self,
+        app_id: &str,
+        key: &StoredKey,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let (owned_app, key, event) = (app_id.to_owned(), OwnedKey::from(key), event.clone());
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                // FOR SHARE: the application cannot vanish under the insert.
+                let exists = tx
+                    .query_opt("SELECT 1 FROM apps WHERE app_id = $1 FOR SHARE", &[&owned_app])
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Ok(Found::NoApp);
+                }
+                insert_key_in(&tx, &owned_app, &key).await?;
+                write_event(&tx, &event, None).await?;
+                tx.commit().await?;
+                Ok(Found::Yes(()))
+            })
+        }))?;
+        found(outcome, app_id, "")
+    }
+
+    fn list_keys(&self, app_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+        let owned_app = app_id.to_owned();
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                let exists = tx
+                    .query_opt("SELECT 1 FROM apps WHERE app_id = $1", &[&owned_app])
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Ok(Found::NoApp);
+                }
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT {KEY_COLUMNS} FROM keys WHERE app_id = $1 ORDER BY created_at, key_id"
+                        ),
+                        &[&owned_app],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok(Found::Yes(rows.iter().map(key_row).collect()))
+            })
+        }))?;
+        found(outcome, app_id, "")
+    }
+
+    fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move { key_in(&s.client, &key_id, false).await })
+        }))
+    }
+
+    fn rotate_key(
+        &self,
+        old_key_id: &str,
+        new_key: &StoredKey,
+        old_expires_at: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError> {
+        let (old_id, new_key, event) =
+            (old_key_id.to_owned(), OwnedKey::from(new_key), event.clone());
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                let Some(old) = key_in(&tx, &old_id, true).await? else {
+                    return Ok(Found::NoKey);
+                };
+                if old.revoked_at.is_some() {
+                    return Ok(Found::Revoked);
+                }
+                insert_key_in(&tx, &old.app_id, &new_key).await?;
+                tx.execute(
+                    "UPDATE keys SET expires_at = $2 WHERE key_id = $1 \
+                     AND (expires_at IS NULL OR expires_at > $2)",
+                    &[&old_id, &old_expires_at],
+                )
+                .await?;
+                write_event(&tx, &event, Some(&old.app_id)).await?;
+                tx.commit().await?;
+                Ok(Found::Yes(old))
+            })
+        }))?;
+        found(outcome, "", old_key_id)
+    }
+
+    fn revoke_key(
+        &self,
+        key_id: &str,
+        revoked_at: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError> {
+        let (owned_key, event) = (key_id.to_owned(), event.clone());
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                let Some(key) = key_in(&tx, &owned_key, true).await? else {
+                    return Ok(Found::NoKey);
+                };
+                if key.revoked_at.is_some() {
+                    return Ok(Found::Yes(key));
+                }
+                // This UPDATE waits for any nonce batch holding the key's
+                // row FOR SHARE (see ledger.rs), and every batch after it
+                // sees the revocation: nothing is accepted with the key once
+                // this commits.
+                tx.execute(
+                    "UPDATE keys SET revoked_at = $2 WHERE key_id = $1",
+                    &[&owned_key, &revoked_at],
+                )
+                .await?;
+                write_event(&tx, &event, Some(&key.app_id)).await?;
+                let after = key_in(&tx, &owned_key, false).await?;
+                tx.commit().await?;
+                Ok(after.map_or(Found::NoKey, Found::Yes))
+            })
+        }))?;
+        found(outcome, "", key_id)
+    }
+
+    fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        let limit = i64::from(limit);
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let rows = s
+                    .client
+                    .query(
+                        "SELECT id, at, actor, instance, action, app_id, key_id, detail \
+                         FROM audit_events ORDER BY id DESC LIMIT $1",
+                        &[&limit],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| AuditRow {
+                        id: r.get(0),
+                        at: r.get(1),
+                        actor: r.get(2),
+                        instance: r.get(3),
+                        action: r.get(4),
+                        app_id: r.get(5),
+                        key_id: r.get(6),
+                        detail: r.get(7),
+                    })
+                    .collect())
+            })
+        }))
+    }
+
+    fn verifying_key(&self, key_id: &str) -> Result<Option<SealedVerifyingKey>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let statement = s
+                    .prepared(
+                        "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, k.expires_at, k.revoked_at \
+                         FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = $1",
+                    )
+                    .await?;
+                Ok(s.client
+                    .query_opt(&statement, &[&key_id])
+                    .await?
+                    .map(|r| SealedVerifyingKey {
+                        app_id: r.get(0),
+                        app_name: r.get(1),
+                        sealed: Sealed {
+                            nonce: r.get(2),
+                            ciphertext: r.get(3),
+                        },
+                        expires_at: r.get(4),
+                        revoked_at: r.get(5),
+                    }))
+            })
+        }))
+    }
+
+    fn keys_version(&self) -> Result<i64, StoreError> {
+        self.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                let statement = s.prepared("SELECT value FROM keys_version").await?;
+                Ok(s.client.query_one(&statement, &[]).await?.get(0))
+            })
+        }))
+    }
+
+    fn key_states(&self) -> Result<Vec<KeyState>, StoreError> {
+        self.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                let rows = s
+                    .client
+                    .query("SELECT key_id, expires_at, revoked_at FROM keys", &[])
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect())
+            })
+        }))
+    }
+
+    fn housekeeping(&self, now: i64) -> Result<(), StoreError> {
+        self.maintenance.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let delete = s
+                    .prepared(
+                        "DELETE FROM nonces WHERE ctid = ANY(ARRAY(\
+                             SELECT ctid FROM nonces WHERE expires_at < $1 \
+                             LIMIT $2 FOR UPDATE SKIP LOCKED))",
+                    )
+                    .await?;
+                for _ in 0..PURGE_MAX_CHUNKS {
+                    let deleted = s.client.execute(&delete, &[&now, &PURGE_CHUNK]).await?;
+                    if deleted < PURGE_CHUNK as u64 {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        }))
+    }
+}
