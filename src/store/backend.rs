@@ -80,8 +80,7 @@ pub trait NonceLedger: Send {
     /// No two pairs in `pairs` are equal (the writer tells copies apart
     /// first). `Err` means nothing was recorded: every request in the
     /// batch is refused (fail closed).
-    fn record(&mut self, pairs: &[PairToRecord], now: i64)
-        -> Result<Vec<PairOutcome>, StoreError>;
+    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError>;
     /// Last-used times, written in batches rather than per request; a time
     /// never moves backwards.
     fn touch_keys(&mut self, used: &[(Arc<str>, i64)]) -> Result<(), StoreError>;

@@ -190,10 +190,7 @@ impl Catalog {
     }
 
     fn check_master_key(&self, key_file: &str) -> Result<(), String> {
-        let stored = self
-            .backend
-            .master_key_check()
-            .map_err(|e| e.to_string())?;
+        let stored = self.backend.master_key_check().map_err(|e| e.to_string())?;
         let blob = match stored {
             Some(blob) => blob,
             None => {

@@ -76,7 +76,11 @@ pub(crate) fn redact_password(url: &str) -> String {
             let pairs: Vec<(String, String)> = parsed
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if k == "password" { "***".into() } else { v.into_owned() };
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -103,7 +107,8 @@ mod tests {
             Database::parse("postgresql.db"),
             Database::Sqlite("postgresql.db".into())
         );
-        let db = Database::parse("postgres://kg:s3cret@db.internal:5432/keygate?sslmode=verify-full");
+        let db =
+            Database::parse("postgres://kg:s3cret@db.internal:5432/keygate?sslmode=verify-full");
         assert!(matches!(db, Database::Postgres(_)));
         let shown = db.to_string();
         assert!(!shown.contains("s3cret"), "{shown}");

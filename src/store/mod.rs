@@ -146,11 +146,13 @@ fn load_master_key(
             (file.clone(), !database_has_key)
         }
         (Database::Postgres(_), None) => {
-            return Err("with a PostgreSQL database, set KEYGATE_MASTER_KEY_FILE (or \
+            return Err(
+                "with a PostgreSQL database, set KEYGATE_MASTER_KEY_FILE (or \
                         --master-key-file) to the master key file every instance shares; on a \
                         new database keygate creates it there, then copy it to the other \
                         instances"
-                .into())
+                    .into(),
+            )
         }
     };
     let shown = path.display().to_string();
@@ -194,9 +196,7 @@ impl Store {
                 config.sqlite_settings(),
                 seen.clone(),
             )?),
-            Database::Postgres(url) => {
-                Box::new(postgres::open_ledger(url, config.busy_timeout)?)
-            }
+            Database::Postgres(url) => Box::new(postgres::open_ledger(url, config.busy_timeout)?),
         };
         let store = Arc::new(Store {
             catalog,
@@ -320,10 +320,8 @@ fn start_maintenance(store: Weak<Store>) {
                 std::thread::sleep(KEY_POLL_INTERVAL);
                 let Some(store) = store.upgrade() else { return };
                 let now = crate::clock::now();
-                housekeeping_failures.record(
-                    Instant::now(),
-                    store.catalog.backend().housekeeping(now),
-                );
+                housekeeping_failures
+                    .record(Instant::now(), store.catalog.backend().housekeeping(now));
                 poll_failures.record(Instant::now(), store.refresh_key_states());
                 store.nonces.purge_expired(now);
                 tick = tick.wrapping_add(1);

@@ -324,13 +324,12 @@ impl Writer {
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics
-            .requests_per_commit
-            .observe(pairs.len() as f64);
+        self.metrics.requests_per_commit.observe(pairs.len() as f64);
         match recorded {
             Ok(fresh_outcomes) => {
                 self.metrics.commits.inc();
-                self.record_failures.record(Instant::now(), Ok::<(), String>(()));
+                self.record_failures
+                    .record(Instant::now(), Ok::<(), String>(()));
                 let mut fresh_outcomes = fresh_outcomes.into_iter();
                 for (pair, outcome) in pairs.iter().zip(outcomes.iter_mut()) {
                     if outcome.is_none() {

@@ -166,5 +166,4 @@ mod tests {
         }
         assert_eq!(seen.len(), model.len());
     }
-
 }

@@ -9,9 +9,8 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-#[test]
-fn create_list_sign_without_ever_listing_secrets() {
-    let app = spawn_app();
+fn create_list_sign_without_ever_listing_secrets(backend: Backend) {
+    let app = spawn_app_on(backend);
     let created = app.admin("POST", "/admin/apps", Some(json!({ "name": "Globex" })));
     assert_eq!(created.status, 201);
     let app_id = created.body["app_id"].as_str().unwrap();
@@ -45,9 +44,8 @@ fn create_list_sign_without_ever_listing_secrets() {
     assert!(keys[0].get("secret").is_none());
 }
 
-#[test]
-fn rotation_overlaps_then_the_old_key_expires() {
-    let app = spawn_app();
+fn rotation_overlaps_then_the_old_key_expires(backend: Backend) {
+    let app = spawn_app_on(backend);
     let old = app.create_key();
     let rotated = app.admin(
         "POST",
@@ -91,9 +89,8 @@ fn rotation_overlaps_then_the_old_key_expires() {
     assert_eq!(status_of(&keys, &old.key_id), "expired");
 }
 
-#[test]
-fn rotation_defaults_to_a_day_of_grace() {
-    let app = spawn_app();
+fn rotation_defaults_to_a_day_of_grace(backend: Backend) {
+    let app = spawn_app_on(backend);
     let old = app.create_key();
     let before = now();
     let rotated = app.admin("POST", &format!("/admin/keys/{}/rotate", old.key_id), None);
@@ -108,9 +105,8 @@ fn rotation_defaults_to_a_day_of_grace() {
     assert!((expires - (before + 86_400)).abs() <= 2, "{expires}");
 }
 
-#[test]
-fn revocation_applies_to_the_very_next_request() {
-    let app = spawn_app();
+fn revocation_applies_to_the_very_next_request(backend: Backend) {
+    let app = spawn_app_on(backend);
     let key = app.create_key();
     assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
     let revoked = app.admin("POST", &format!("/admin/keys/{}/revoke", key.key_id), None);
@@ -126,9 +122,8 @@ fn revocation_applies_to_the_very_next_request() {
     );
 }
 
-#[test]
-fn admin_token_is_required_and_checked() {
-    let app = spawn_app();
+fn admin_token_is_required_and_checked(backend: Backend) {
+    let app = spawn_app_on(backend);
     let none = app.admin_with_token("GET", "/admin/apps", None, None);
     assert_eq!((none.status, none.code()), (401, "missing_authorization"));
     let wrong = app.admin_with_token("GET", "/admin/apps", None, Some("x".repeat(40).as_str()));
@@ -169,9 +164,8 @@ fn admin_token_is_required_and_checked() {
 
 /// What an operator's scraper sees: accepted and refused signed requests
 /// by code, and the nonce writer's commits, behind the admin token.
-#[test]
-fn metrics_count_outcomes_and_commits_behind_the_admin_token() {
-    let app = spawn_app();
+fn metrics_count_outcomes_and_commits_behind_the_admin_token(backend: Backend) {
+    let app = spawn_app_on(backend);
     let key = app.create_key();
     assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
     let signing = Signing::new(&key, "POST", "/v1/echo", b"{}");
@@ -240,9 +234,8 @@ fn metrics_count_outcomes_and_commits_behind_the_admin_token() {
     assert!(matches!(public, Err(ureq::Error::Status(404, _))));
 }
 
-#[test]
-fn bad_json_and_unknown_ids() {
-    let app = spawn_app();
+fn bad_json_and_unknown_ids(backend: Backend) {
+    let app = spawn_app_on(backend);
     let raw = ureq::post(&app.admin_url("/admin/apps"))
         .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .send_string("{not json");
@@ -311,9 +304,8 @@ fn bad_json_and_unknown_ids() {
     );
 }
 
-#[test]
-fn audit_log_records_every_change_newest_first() {
-    let app = spawn_app();
+fn audit_log_records_every_change_newest_first(backend: Backend) {
+    let app = spawn_app_on(backend);
     let key = app.create_key();
     app.admin(
         "POST",
@@ -342,9 +334,8 @@ fn audit_log_records_every_change_newest_first() {
     assert!(!audit.body.to_string().contains("sk_"));
 }
 
-#[test]
-fn last_used_is_recorded_in_batches() {
-    let app = spawn_app();
+fn last_used_is_recorded_in_batches(backend: Backend) {
+    let app = spawn_app_on(backend);
     let key = app.create_key();
     let listed = || {
         app.admin("GET", &format!("/admin/apps/{}/keys", key.app_id), None)
@@ -365,53 +356,28 @@ fn last_used_is_recorded_in_batches() {
 
 /// A stop by SIGTERM (systemd, docker stop) loses no last-used time, even
 /// one from the moment before, which the periodic flush has not written.
-#[test]
-fn a_graceful_stop_writes_the_last_used_times() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keygate.db");
-    let server = Binary::serve(&db, &[]);
+fn a_graceful_stop_writes_the_last_used_times(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Binary::serve_on(&db, &[]);
     let app = server.app();
     let key = app.create_key();
     assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 
-    let last_used: Option<i64> = rusqlite::Connection::open(&db)
-        .unwrap()
-        .query_row(
-            "SELECT last_used_at FROM keys WHERE key_id = ?1",
-            [&key.key_id],
-            |r| r.get(0),
-        )
-        .unwrap();
+    // Read back by the CLI, with no server running to flush anything.
+    let keys = cli(&db, &["key", "list", &key.app_id]);
     assert!(
-        last_used.is_some(),
-        "last_used_at was not written at shutdown"
+        !keys["keys"][0]["last_used_at"].is_null(),
+        "last_used_at was not written at shutdown: {keys}"
     );
-}
-
-fn cli(db: &std::path::Path, args: &[&str]) -> Value {
-    let output = Command::new(keygate_bin())
-        .args(args)
-        .arg("--json")
-        .env("KEYGATE_DB", db)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "keygate {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 /// The CLI works on the database file while a server runs on it: what it
 /// creates works at once, what it revokes is refused at once.
-#[test]
-fn cli_changes_reach_a_running_server_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keygate.db");
-    let server = Binary::serve(&db, &[]);
+fn cli_changes_reach_a_running_server_at_once(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Binary::serve_on(&db, &[]);
     let app = server.app();
 
     let created = cli(&db, &["app", "create", "Initech"]);
@@ -447,6 +413,23 @@ fn cli_changes_reach_a_running_server_at_once() {
         .as_str()
         .unwrap()
         .starts_with("cli:"));
+    // Which process made each change: the CLI, then the server's admin API.
+    assert!(audit["events"][0]["instance"]
+        .as_str()
+        .unwrap()
+        .starts_with("cli@"));
+    app.admin(
+        "POST",
+        &format!("/admin/apps/{app_id}/keys"),
+        Some(json!({})),
+    );
+    let audit = cli(&db, &["audit"]);
+    let serve = format!(":{}", server.child.id());
+    let instance = audit["events"][0]["instance"].as_str().unwrap();
+    assert!(
+        instance.starts_with("serve@") && instance.ends_with(&serve),
+        "{instance}"
+    );
 }
 
 /// The secret is searched for, as bytes, in every file the server wrote and
@@ -554,3 +537,17 @@ fn generated_admin_token_file_is_private_and_works() {
         "the token itself is never logged"
     );
 }
+
+crate::on_both_backends!(
+    create_list_sign_without_ever_listing_secrets,
+    rotation_overlaps_then_the_old_key_expires,
+    rotation_defaults_to_a_day_of_grace,
+    revocation_applies_to_the_very_next_request,
+    admin_token_is_required_and_checked,
+    metrics_count_outcomes_and_commits_behind_the_admin_token,
+    bad_json_and_unknown_ids,
+    audit_log_records_every_change_newest_first,
+    last_used_is_recorded_in_batches,
+    a_graceful_stop_writes_the_last_used_times,
+    cli_changes_reach_a_running_server_at_once,
+);

@@ -37,20 +37,120 @@ pub struct TestKey {
 pub struct TestApp {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// The SQLite file (on PostgreSQL: the directory of the master key).
     pub db_path: PathBuf,
-    /// Holds the database directory for in-process servers.
-    pub _dir: Option<TempDir>,
+    /// Holds the database for in-process servers.
+    pub _db: Option<TestDb>,
 }
 
-/// A server on random loopback ports with a fresh database.
+/// Which storage backend a test runs on. Tests that hold on both are
+/// written once, taking a `Backend`, and listed in `on_both_backends!`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database: a SQLite file in a temporary directory, or a new
+/// database on the shared test PostgreSQL server (with the master key file
+/// in a temporary directory, as an operator would give every instance).
+pub struct TestDb {
+    pub backend: Backend,
+    /// What `--db` / `KEYGATE_DB` is set to.
+    pub setting: String,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let setting = match backend {
+            Backend::Sqlite => dir.path().join("keygate.db").display().to_string(),
+            Backend::Postgres => {
+                let server = crate::postgres_server::shared();
+                server.url(&server.create_database())
+            }
+        };
+        TestDb {
+            backend,
+            setting,
+            dir,
+        }
+    }
+
+    /// The SQLite file, or (PostgreSQL) the directory holding the key file.
+    pub fn path(&self) -> PathBuf {
+        match self.backend {
+            Backend::Sqlite => PathBuf::from(&self.setting),
+            Backend::Postgres => self.dir.path().to_owned(),
+        }
+    }
+
+    pub fn master_key_file(&self) -> Option<PathBuf> {
+        (self.backend == Backend::Postgres).then(|| self.dir.path().join("master-key"))
+    }
+
+    /// The environment a keygate process needs for this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("KEYGATE_DB".to_owned(), self.setting.clone())];
+        if let Some(file) = self.master_key_file() {
+            env.push((
+                "KEYGATE_MASTER_KEY_FILE".to_owned(),
+                file.display().to_string(),
+            ));
+        }
+        env
+    }
+}
+
+/// Runs `keygate ARGS --json` on `db` and returns its JSON output.
+pub fn cli(db: &TestDb, args: &[&str]) -> Value {
+    let output = Command::new(keygate_bin())
+        .args(args)
+        .arg("--json")
+        .envs(db.env())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "keygate {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Generates `#[test]`s that run each named `fn(Backend)` on SQLite and on
+/// PostgreSQL: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::helpers::Backend::Sqlite) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::helpers::Backend::Postgres) } )*
+        }
+    };
+}
+
+/// A server on random loopback ports with a fresh SQLite database.
 pub fn spawn_app() -> TestApp {
     spawn_app_with(|_| {})
 }
 
 pub fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("keygate.db");
-    let mut config = Config::new(&db_path);
+    spawn_app_on_with(Backend::Sqlite, adjust)
+}
+
+/// A server on random loopback ports with a fresh database of `backend`.
+pub fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_on_with(backend, |_| {})
+}
+
+pub fn spawn_app_on_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let db = TestDb::new(backend);
+    let mut config = Config::new(keygate::store::Database::parse(&db.setting));
+    config.store.master_key_file = db.master_key_file();
     config.listen = "127.0.0.1:0".into();
     config.admin_listen = "127.0.0.1:0".into();
     config.admin_token = Some(ADMIN_TOKEN.into());
@@ -60,8 +160,8 @@ pub fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         public,
         admin,
-        db_path,
-        _dir: Some(dir),
+        db_path: db.path(),
+        _db: Some(db),
     }
 }
 
@@ -308,12 +408,26 @@ pub fn keygate_bin() -> &'static str {
 }
 
 impl Binary {
-    /// Starts `keygate serve` on `db` with random ports and waits until it
-    /// listens (it logs both addresses).
+    /// Starts `keygate serve` on the SQLite file `db`.
     pub fn serve(db: &Path, extra_env: &[(&str, &str)]) -> Binary {
+        Self::serve_with(
+            &[("KEYGATE_DB".into(), db.display().to_string())],
+            db,
+            extra_env,
+        )
+    }
+
+    /// Starts `keygate serve` on a test database of either backend.
+    pub fn serve_on(db: &TestDb, extra_env: &[(&str, &str)]) -> Binary {
+        Self::serve_with(&db.env(), &db.path(), extra_env)
+    }
+
+    /// Starts `keygate serve` with random ports and waits until it listens
+    /// (it logs both addresses).
+    fn serve_with(db_env: &[(String, String)], db: &Path, extra_env: &[(&str, &str)]) -> Binary {
         let mut child = Command::new(keygate_bin())
             .arg("serve")
-            .env("KEYGATE_DB", db)
+            .envs(db_env.iter().map(|(k, v)| (k, v)))
             .env("KEYGATE_LISTEN", "127.0.0.1:0")
             .env("KEYGATE_ADMIN_LISTEN", "127.0.0.1:0")
             .env("KEYGATE_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -368,7 +482,7 @@ impl Binary {
             public: self.public,
             admin: self.admin,
             db_path: self.db_path.clone(),
-            _dir: None,
+            _db: None,
         }
     }
 

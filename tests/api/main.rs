@@ -1,6 +1,7 @@
 //! One integration-test crate (one link, one binary): every test starts the
 //! real server, in-process on random loopback ports or as the real binary,
-//! with its own temporary SQLite file, and talks to it over real HTTP.
+//! with its own temporary SQLite file or its own database on a PostgreSQL
+//! server the tests start, and talks to it over real HTTP.
 
 mod admin;
 mod clients;
@@ -8,6 +9,8 @@ mod durability;
 mod gateway;
 mod helpers;
 mod kg1;
+mod multi_instance;
+mod postgres_server;
 mod properties;
 mod rfc9421;
 mod vectors;

@@ -155,7 +155,10 @@ impl CatalogBackend for PgCatalog {
         self.run(Box::new(|s: &mut Session| {
             Box::pin(async move {
                 Ok(s.client
-                    .query_opt("SELECT value FROM meta WHERE name = 'master_key_check'", &[])
+                    .query_opt(
+                        "SELECT value FROM meta WHERE name = 'master_key_check'",
+                        &[],
+                    )
                     .await?
                     .map(|row| row.get(0)))
             })
@@ -228,7 +231,10 @@ impl CatalogBackend for PgCatalog {
                 let tx = s.client.transaction().await?;
                 // FOR SHARE: the application cannot vanish under the insert.
                 let exists = tx
-                    .query_opt("SELECT 1 FROM apps WHERE app_id = $1 FOR SHARE", &[&owned_app])
+                    .query_opt(
+                        "SELECT 1 FROM apps WHERE app_id = $1 FOR SHARE",
+                        &[&owned_app],
+                    )
                     .await?
                     .is_some();
                 if !exists {
@@ -284,8 +290,11 @@ impl CatalogBackend for PgCatalog {
         old_expires_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
-        let (old_id, new_key, event) =
-            (old_key_id.to_owned(), OwnedKey::from(new_key), event.clone());
+        let (old_id, new_key, event) = (
+            old_key_id.to_owned(),
+            OwnedKey::from(new_key),
+            event.clone(),
+        );
         let outcome = self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
                 let tx = s.client.transaction().await?;

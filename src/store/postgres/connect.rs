@@ -153,12 +153,10 @@ fn tls_connector(
             .with_root_certificates(roots(root_cert)?)
             .with_no_client_auth(),
         Verify::Chain => {
-            let inner = WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots(root_cert)?),
-                provider,
-            )
-            .build()
-            .map_err(|e| e.to_string())?;
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root_cert)?), provider)
+                    .build()
+                    .map_err(|e| e.to_string())?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
@@ -300,10 +298,14 @@ mod tests {
         assert_eq!(target.config.get_application_name(), Some("x"));
         assert_eq!(target.config.get_connect_timeout(), Some(&timeout));
         assert!(!target.shown.contains("pw"));
-        let plain = Target::parse("postgresql://kg@localhost/keygate?sslmode=disable", timeout)
-            .unwrap();
+        let plain =
+            Target::parse("postgresql://kg@localhost/keygate?sslmode=disable", timeout).unwrap();
         assert!(plain.tls.is_none());
         assert!(Target::parse("postgres://h/db?sslmode=sometimes", timeout).is_err());
-        assert!(Target::parse("postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent", timeout).is_err());
+        assert!(Target::parse(
+            "postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent",
+            timeout
+        )
+        .is_err());
     }
 }

@@ -60,11 +60,7 @@ struct Answer {
 }
 
 impl NonceLedger for PgLedger {
-    fn record(
-        &mut self,
-        pairs: &[PairToRecord],
-        now: i64,
-    ) -> Result<Vec<PairOutcome>, StoreError> {
+    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError> {
         let key_ids: Vec<String> = pairs.iter().map(|p| p.key_id.to_string()).collect();
         let nonces: Vec<String> = pairs.iter().map(|p| p.nonce.to_string()).collect();
         let expiries: Vec<i64> = pairs.iter().map(|p| p.expires_at).collect();

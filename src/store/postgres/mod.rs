@@ -83,7 +83,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub async fn prepared(&mut self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+    pub async fn prepared(
+        &mut self,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
@@ -96,8 +99,9 @@ impl Session {
 pub(crate) type Work<T> = Box<
     dyn for<'s> FnOnce(
             &'s mut Session,
-        ) -> Pin<Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 's>>
-        + Send,
+        ) -> Pin<
+            Box<dyn Future<Output = Result<T, tokio_postgres::Error>> + Send + 's>,
+        > + Send,
 >;
 
 /// One connection, made on first use and again after any failure.
@@ -179,6 +183,16 @@ fn connection_is_unusable(e: &tokio_postgres::Error) -> bool {
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {} ({})", db.message(), db.code().code()),
-        None => format!("PostgreSQL: {e}"),
+        None => {
+            // The cause says what went wrong (which certificate check, which
+            // socket error); the error's own text often does not.
+            let mut text = format!("PostgreSQL: {e}");
+            let mut cause = std::error::Error::source(e);
+            while let Some(inner) = cause {
+                text.push_str(&format!(": {inner}"));
+                cause = inner.source();
+            }
+            text
+        }
     }
 }

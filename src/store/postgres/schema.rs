@@ -35,7 +35,8 @@ pub(super) fn migrate(conn: &PgConnection) -> Result<(), String> {
                     }
                 }
                 if reached != current {
-                    tx.execute("DELETE FROM keygate_schema_version", &[]).await?;
+                    tx.execute("DELETE FROM keygate_schema_version", &[])
+                        .await?;
                     tx.execute(
                         "INSERT INTO keygate_schema_version(version) VALUES ($1)",
                         &[&reached],

@@ -56,7 +56,11 @@ fn app_exists(conn: &Connection, app_id: &str) -> Result<bool, StoreError> {
         .is_some())
 }
 
-fn write_event(tx: &Transaction<'_>, event: &NewAuditEvent, app_id: Option<&str>) -> Result<(), StoreError> {
+fn write_event(
+    tx: &Transaction<'_>,
+    event: &NewAuditEvent,
+    app_id: Option<&str>,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO audit_events(at, actor, instance, action, app_id, key_id, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

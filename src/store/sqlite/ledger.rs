@@ -155,11 +155,7 @@ impl SqliteLedger {
 }
 
 impl NonceLedger for SqliteLedger {
-    fn record(
-        &mut self,
-        pairs: &[PairToRecord],
-        now: i64,
-    ) -> Result<Vec<PairOutcome>, StoreError> {
+    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError> {
         retry_while_busy(self.busy_timeout, || {
             let mut added = Vec::new();
             let result = self.record_once(pairs, now, &mut added);

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Signed throughput on PostgreSQL against SQLite, all in one run on this
+# machine: one keygate on SQLite, one keygate on PostgreSQL, and two
+# keygate processes on one PostgreSQL database (each with half of the
+# connections, two wrk processes at once). Every server, PostgreSQL and wrk
+# share the same cores, as they would on a small two-gateway deployment's
+# database host, so the figures are what this machine does, not what each
+# part could do alone.
+#
+# PostgreSQL runs with its defaults (fsync and synchronous_commit on):
+# every batch of nonces is flushed to its WAL before any request in it is
+# answered. SQLite runs with KEYGATE_DURABILITY (default normal).
+#
+#   benches/wrk/postgres.sh                    # 3 rounds of 5 s phases, 64 connections
+#   ROUNDS=5 DURATION=5 benches/wrk/postgres.sh
+#   SOAK=60 benches/wrk/postgres.sh            # also: the nonce table's size during 60 s on two instances
+#
+# Needs wrk and Debian's postgresql package. Everything stays on 127.0.0.1.
+set -euo pipefail
+duration=${DURATION:-5}
+rounds=${ROUNDS:-3}
+connections=${CONNECTIONS:-64}
+soak=${SOAK:-0}
+per_thread=$(((rounds * duration + soak) * 40000 + 50000))
+cd "$(dirname "$0")/../.."
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+cargo build --release --quiet
+bin=$PWD/target/release/keygate
+here=$PWD/benches/wrk
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  as_pg "$pgbin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+pgport=$((40000 + RANDOM % 10000))
+mkdir "$work/pg"
+[ "$(id -u)" = 0 ] && chown postgres: "$work/pg"
+as_pg "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
+  -o "-p $pgport -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+psql() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -XAtq "$@"; }
+psql -d postgres -c "CREATE DATABASE keygate"
+pg_url="postgres://postgres@127.0.0.1:$pgport/keygate?sslmode=disable"
+
+export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
+export KEYGATE_DURABILITY=${DURABILITY:-normal}
+export KEYGATE_LOG=warn
+export KEYGATE_MASTER_KEY_FILE=$work/master-key
+
+declare -A port
+# serve NAME DB: a keygate on DB, its ports in ${port[NAME]}.
+serve() {
+  local p=$((20000 + RANDOM % 20000))
+  KEYGATE_DB=$2 "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) 2>"$work/$1.log" &
+  pids+=($!)
+  port[$1]=$p
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+# presign NAME DB: a key on DB and pre-signed headers for it in $work/NAME.auth.{1,2}.
+presign() {
+  local key key_id secret first
+  key=$(KEYGATE_DB=$2 "$bin" key create "$(KEYGATE_DB=$2 "$bin" app create "wrk-$1" --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
+  key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
+  secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
+  python3 "$here/presign.py" "$key_id" "$secret" "$per_thread" /v1/whoami "$work/$1.auth.1" & first=$!
+  python3 "$here/presign.py" "$key_id" "$secret" "$per_thread" /v1/whoami "$work/$1.auth.2"
+  wait $first
+}
+
+KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key serve sqlite "$work/keygate.db"
+serve pg-a "$pg_url"
+serve pg-b "$pg_url"
+KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db"
+for name in pg-one pg-a pg-b; do presign $name "$pg_url"; done
+
+declare -A requests p50s p99s next
+# run_wrk HEADERS PORT CONNECTIONS SECONDS: one wrk, its output on stdout.
+run_wrk() {
+  START=${next[$1]:-0} NEXT_FILE=$work/$1.next AUTH_FILE=$work/$1.auth TARGET=/v1/whoami \
+    wrk -t2 -c"$3" -d"${4}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2"
+}
+# phase NAME HEADERS:PORT...: wrk against each target at once, connections split.
+phase() {
+  local name=$1 n=0 out spec share wrks=()
+  shift
+  share=$((connections / $#))
+  for spec in "$@"; do
+    run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" >"$work/wrk.${spec%%:*}" &
+    wrks+=($!)
+  done
+  wait "${wrks[@]}"
+  for spec in "$@"; do
+    out=$(cat "$work/wrk.${spec%%:*}"); rm "$work/wrk.${spec%%:*}"
+    n=$((n + $(echo "$out" | awk '/requests in/ {print $1}')))
+    next[${spec%%:*}]=$(cat "$work/${spec%%:*}.next")
+    p50s[$name]="${p50s[$name]:-}$(echo "$out" | awk '/ 50%/ {print $2}') "
+    p99s[$name]="${p99s[$name]:-}$(echo "$out" | awk '/ 99%/ {print $2}') "
+    if echo "$out" | grep -q Non-2xx; then echo "  $name: $(echo "$out" | grep Non-2xx | xargs)"; fi
+  done
+  requests[$name]=$((${requests[$name]:-0} + n))
+  printf '  %-28s %9.0f req/s\n' "$name" "$(echo "$n / $duration" | bc -l)"
+}
+commits() { # PORT: requests per commit so far, as "sum count"
+  curl -fs -H "Authorization: Bearer $KEYGATE_ADMIN_TOKEN" "http://127.0.0.1:$(($1 + 1))/admin/metrics" |
+    awk '/^keygate_nonce_requests_per_commit_sum/ {s=$2} /^keygate_nonce_requests_per_commit_count/ {c=$2} END {print s, c}'
+}
+
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
+echo "connections=$connections rounds=$rounds of ${duration}s phases (wrk -t2 per target, pre-signed GET /v1/whoami)"
+read -r sa ca <<<"$(commits "${port[pg-a]}")"; read -r sb cb <<<"$(commits "${port[pg-b]}")"
+for round in $(seq "$rounds"); do
+  phase "sqlite, one instance" sqlite:${port[sqlite]}
+  phase "postgres, one instance" pg-one:${port[pg-a]}
+  phase "postgres, two instances" pg-a:${port[pg-a]} pg-b:${port[pg-b]}
+done
+read -r sa2 ca2 <<<"$(commits "${port[pg-a]}")"; read -r sb2 cb2 <<<"$(commits "${port[pg-b]}")"
+total=$((rounds * duration))
+echo
+for name in "sqlite, one instance" "postgres, one instance" "postgres, two instances"; do
+  printf '%-26s %9.0f req/s  %5.3f of sqlite  p50 by phase: %s p99 by phase: %s\n' "$name" \
+    "$(echo "${requests[$name]} / $total" | bc -l)" \
+    "$(echo "${requests[$name]} / ${requests["sqlite, one instance"]}" | bc -l)" "${p50s[$name]}" "${p99s[$name]}"
+done
+printf 'pairs per PostgreSQL round trip (mean over all postgres phases): %.1f\n' \
+  "$(echo "($sa2 - $sa + $sb2 - $sb) / ($ca2 - $ca + $cb2 - $cb)" | bc -l)"
+
+if [ "$soak" -gt 0 ]; then
+  echo
+  echo "nonce table during ${soak}s on two instances (window = skew 300 s + 1: nothing expires yet):"
+  run_wrk pg-a "${port[pg-a]}" $((connections / 2)) "$soak" >/dev/null & soakers=($!)
+  run_wrk pg-b "${port[pg-b]}" $((connections / 2)) "$soak" >/dev/null & soakers+=($!)
+  for t in $(seq 0 10 "$soak"); do
+    printf '  t=%3ss  rows %9s  table+indexes %s\n' "$t" "$(psql -d keygate -c 'SELECT count(*) FROM nonces')" \
+      "$(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))")"
+    [ "$t" -lt "$soak" ] && sleep 10
+  done
+  wait "${soakers[@]}"
+fi
