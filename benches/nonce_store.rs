@@ -31,7 +31,7 @@ fn bench(c: &mut Criterion) {
             .create_key(&app.app_id, None, "bench")
             .unwrap()
             .key_id;
-        let key = store.find_key(&key_id).unwrap().unwrap();
+        let key = runtime.block_on(store.find_key(&key_id)).unwrap().unwrap();
         let remember_until = keygate::clock::now() + 3600;
 
         let mut group = c.benchmark_group(format!("nonce_store/{durability:?}").to_lowercase());

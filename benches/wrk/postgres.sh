@@ -21,7 +21,11 @@ duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-64}
 soak=${SOAK:-0}
-per_thread=$(((rounds * duration + soak) * 40000 + 50000))
+# Headers per wrk thread: more than a thread goes through (up to ~40k a
+# second in a phase against one instance), else replays; the soak's two
+# header sets also cover its 60 s at two instances.
+per_thread=$((rounds * duration * 40000 + 50000))
+per_thread_soak=$((per_thread + soak * 15000))
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
@@ -63,23 +67,25 @@ serve() {
   port[$1]=$p
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 }
-# presign NAME DB: a key on DB and pre-signed headers for it in $work/NAME.auth.{1,2}.
+# presign NAME DB COUNT: a key on DB and COUNT pre-signed headers for it in
+# each of $work/NAME.auth.{1,2}.
 presign() {
   local key key_id secret first
   key=$(KEYGATE_DB=$2 "$bin" key create "$(KEYGATE_DB=$2 "$bin" app create "wrk-$1" --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
   key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
   secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
-  python3 "$here/presign.py" "$key_id" "$secret" "$per_thread" /v1/whoami "$work/$1.auth.1" & first=$!
-  python3 "$here/presign.py" "$key_id" "$secret" "$per_thread" /v1/whoami "$work/$1.auth.2"
+  python3 "$here/presign.py" "$key_id" "$secret" "$3" /v1/whoami "$work/$1.auth.1" & first=$!
+  python3 "$here/presign.py" "$key_id" "$secret" "$3" /v1/whoami "$work/$1.auth.2"
   wait $first
 }
 
 KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key serve sqlite "$work/keygate.db"
 serve pg-a "$pg_url"
 serve pg-b "$pg_url"
-KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db"
-for name in pg-one pg-a pg-b; do presign $name "$pg_url"; done
+KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db" "$per_thread"
+presign pg-one "$pg_url" "$per_thread"
+for name in pg-a pg-b; do presign $name "$pg_url" "$per_thread_soak"; done
 
 declare -A requests p50s p99s next
 # run_wrk HEADERS PORT CONNECTIONS SECONDS: one wrk, its output on stdout.

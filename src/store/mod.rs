@@ -190,18 +190,23 @@ impl Store {
     pub fn open(config: &StoreConfig) -> Result<Arc<Store>, String> {
         let catalog = open_catalog(config, instance_name("serve"))?;
         let seen = Arc::new(SeenNonces::new());
-        let ledger: Box<dyn NonceLedger> = match &config.database {
-            Database::Sqlite(path) => Box::new(sqlite::open_ledger(
+        let ledgers: Vec<Box<dyn NonceLedger>> = match &config.database {
+            Database::Sqlite(path) => vec![Box::new(sqlite::open_ledger(
                 path,
                 config.sqlite_settings(),
                 seen.clone(),
-            )?),
-            Database::Postgres(url) => Box::new(postgres::open_ledger(url, config.busy_timeout)?),
+            )?)],
+            Database::Postgres(url) => (0..postgres::ledger_connections()?)
+                .map(|_| {
+                    postgres::open_ledger(url, config.busy_timeout)
+                        .map(|ledger| Box::new(ledger) as Box<dyn NonceLedger>)
+                })
+                .collect::<Result<_, _>>()?,
         };
         let store = Arc::new(Store {
             catalog,
             keys: KeyCache::default(),
-            nonces: NonceWindow::start(ledger, seen),
+            nonces: NonceWindow::start(ledgers, seen),
         });
         store.keys.set_version(
             store

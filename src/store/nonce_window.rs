@@ -13,7 +13,7 @@
 //! the request itself, without queueing; two copies of one pair inside a
 //! batch are told apart here, before the ledger sees them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nohash_hasher::IntSet;
@@ -94,26 +94,38 @@ pub struct NonceWindow {
 }
 
 impl NonceWindow {
-    /// Starts the writer thread on `ledger`, which must share `seen` if it
-    /// uses it at all.
-    pub(crate) fn start(ledger: Box<dyn NonceLedger>, seen: Arc<SeenNonces>) -> NonceWindow {
+    /// Starts one writer thread per ledger, all taking batches from one
+    /// queue, so that with several ledger connections a batch can be sent
+    /// while earlier ones wait for their commits. SQLite gets one (its
+    /// writers would only queue on the file's write lock); PostgreSQL gets
+    /// `KEYGATE_PG_NONCE_CONNECTIONS` (see `postgres::ledger_connections`:
+    /// one was best on a single machine, more can help across a network).
+    /// Concurrent batches are safe there because the database's unique
+    /// index decides. A ledger must share `seen` if it uses it at all.
+    pub(crate) fn start(ledgers: Vec<Box<dyn NonceLedger>>, seen: Arc<SeenNonces>) -> NonceWindow {
         #[cfg(feature = "bench-decomposition")]
         decomposition::mode(); // warns now, not at the first request
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        let queue = Arc::new(Mutex::new(queue));
         let hasher = seen.hasher.clone();
         let metrics = WriterMetrics::default();
-        let writer = Writer {
-            ledger,
-            seen: seen.clone(),
-            metrics: metrics.clone(),
-            record_failures: RetriedFailure::new("recording nonces (requests refused with 503)"),
-            touch_failures: RetriedFailure::new("writing last-used times"),
-            purge_failures: RetriedFailure::new("purging expired nonces"),
-        };
-        std::thread::Builder::new()
-            .name("keygate-nonce-writer".into())
-            .spawn(move || writer.run(queue))
-            .expect("spawn nonce writer thread");
+        for (number, ledger) in ledgers.into_iter().enumerate() {
+            let writer = Writer {
+                ledger,
+                seen: seen.clone(),
+                metrics: metrics.clone(),
+                record_failures: RetriedFailure::new(
+                    "recording nonces (requests refused with 503)",
+                ),
+                touch_failures: RetriedFailure::new("writing last-used times"),
+                purge_failures: RetriedFailure::new("purging expired nonces"),
+            };
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("keygate-nonce-writer-{number}"))
+                .spawn(move || writer.run(&queue))
+                .expect("spawn nonce writer thread");
+        }
         NonceWindow {
             jobs,
             seen,
@@ -234,7 +246,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+    fn run(mut self, queue: &Mutex<mpsc::Receiver<Job>>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // Group commit without a timer: whatever queued while the last
         // commit ran shares the next one. Waiting on purpose for more
@@ -243,12 +255,20 @@ impl Writer {
         // every microsecond a request waits is a microsecond its connection
         // sends nothing (benches/wrk, interleaved runs: signed/unauthenticated
         // 0.68 with the wait, 0.73 without).
-        while let Some(first) = queue.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+        loop {
+            {
+                // Held while this writer waits for work and takes a batch;
+                // any other writers are meanwhile committing theirs.
+                let mut queue = queue.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(first) = queue.blocking_recv() else {
+                    return;
+                };
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
             self.process(&mut batch);

@@ -49,6 +49,12 @@ struct Shard {
     by_expiry: BTreeMap<i64, Vec<u64>>,
 }
 
+impl Default for SeenNonces {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SeenNonces {
     pub fn new() -> Self {
         SeenNonces {
@@ -62,6 +68,10 @@ impl SeenNonces {
         // seven are hashbrown's tag within a group, so a shard must not fix
         // either (the set hashes a pair's hash by itself, see `IntSet`).
         lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Pairs across every shard, each counted under its own lock.

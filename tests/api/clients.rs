@@ -295,74 +295,10 @@ fn keygate_request_reaches_keygate_behind_https() {
     let app = spawn_app();
     let key = app.create_key();
     let dir = tempfile::tempdir().unwrap();
+    make_test_ca(dir.path(), "ca");
+    make_test_server_certificate(dir.path(), "ca");
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    std::fs::write(
-        file("leaf.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (ca, ca_key, csr, cert, cert_key) = (
-        file("ca.pem"),
-        file("ca.key"),
-        file("server.csr"),
-        file("server.pem"),
-        file("server.key"),
-    );
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &ca_key,
-        "-out",
-        &ca,
-        "-days",
-        "1",
-        "-subj",
-        "/CN=keygate test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        &cert_key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-CAcreateserial",
-        "-out",
-        &cert,
-        "-days",
-        "1",
-        "-extfile",
-        &file("leaf.cnf"),
-    ]);
+    let (ca, cert, cert_key) = (file("ca.pem"), file("server.pem"), file("server.key"));
 
     struct Proxy(std::process::Child);
     impl Drop for Proxy {

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use crate::postgres_server::{self, PgServer};
 
+/// The second records nonces on four connections at once, so concurrent
+/// batches of one instance are covered too.
 fn three_instances(db: &TestDb) -> [Binary; 3] {
     [
         Binary::serve_on(db, &[]),
-        Binary::serve_on(db, &[]),
+        Binary::serve_on(db, &[("KEYGATE_PG_NONCE_CONNECTIONS", "4")]),
         Binary::serve_on(db, &[]),
     ]
 }
@@ -300,70 +302,11 @@ fn instances_must_share_the_master_key_and_the_admin_token() {
 #[test]
 fn tls_to_postgres_is_verified_as_sslmode_says() {
     let server = PgServer::start_with(|dir| {
-        let openssl = |args: &[&str]| {
-            let made = Command::new("openssl")
-                .current_dir(dir)
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                made.status.success(),
-                "{}",
-                String::from_utf8_lossy(&made.stderr)
-            );
-        };
         // Two CAs; the server's certificate is signed by the first.
-        for ca in ["ca", "other-ca"] {
-            openssl(&[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN=keygate test {ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-            ]);
-        }
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(
-            dir.join("san.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ]);
+        make_test_ca(dir, "ca");
+        make_test_ca(dir, "other-ca");
+        make_test_server_certificate(dir, "ca");
+        // PostgreSQL refuses a key file others can read.
         std::fs::set_permissions(
             dir.join("server.key"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -371,7 +314,7 @@ fn tls_to_postgres_is_verified_as_sslmode_says() {
         .unwrap();
         vec![
             "ssl=on".into(),
-            format!("ssl_cert_file={}", dir.join("server.crt").display()),
+            format!("ssl_cert_file={}", dir.join("server.pem").display()),
             format!("ssl_key_file={}", dir.join("server.key").display()),
         ]
     });
@@ -387,7 +330,7 @@ fn tls_to_postgres_is_verified_as_sslmode_says() {
             .unwrap()
     };
     let base = format!("postgres://postgres@localhost:{}/{name}", server.port());
-    let root = server.dir().join("ca.crt");
+    let root = server.dir().join("ca.pem");
     let verified = cli_on(&format!(
         "{base}?sslmode=verify-full&sslrootcert={}",
         root.display()
@@ -397,7 +340,7 @@ fn tls_to_postgres_is_verified_as_sslmode_says() {
         "{}",
         String::from_utf8_lossy(&verified.stderr)
     );
-    let other_root = server.dir().join("other-ca.crt");
+    let other_root = server.dir().join("other-ca.pem");
     let refused = cli_on(&format!(
         "{base}?sslmode=verify-full&sslrootcert={}",
         other_root.display()

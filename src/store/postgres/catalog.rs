@@ -436,15 +436,16 @@ impl CatalogBackend for PgCatalog {
     fn housekeeping(&self, now: i64) -> Result<(), StoreError> {
         self.maintenance.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
-                let delete = s
-                    .prepared(
-                        "DELETE FROM nonces WHERE ctid = ANY(ARRAY(\
-                             SELECT ctid FROM nonces WHERE expires_at < $1 \
-                             LIMIT $2 FOR UPDATE SKIP LOCKED))",
-                    )
-                    .await?;
+                // Planned for this `now`, not prepared: a generic plan
+                // for `expires_at < $1` scanned the whole table (27 ms a
+                // tick at 2 M rows, with nothing to delete).
+                let delete = format!(
+                    "DELETE FROM nonces WHERE ctid = ANY(ARRAY(\
+                         SELECT ctid FROM nonces WHERE expires_at < {now} \
+                         ORDER BY expires_at LIMIT {PURGE_CHUNK} FOR UPDATE SKIP LOCKED))"
+                );
                 for _ in 0..PURGE_MAX_CHUNKS {
-                    let deleted = s.client.execute(&delete, &[&now, &PURGE_CHUNK]).await?;
+                    let deleted = s.client.execute(&delete, &[]).await?;
                     if deleted < PURGE_CHUNK as u64 {
                         break;
                     }

@@ -39,10 +39,28 @@ pub(crate) fn open_catalog(url: &str, timeout: Duration) -> Result<Arc<PgCatalog
     Ok(Arc::new(PgCatalog::new(conn, PgConnection::new(target))))
 }
 
-/// The nonce ledger on a connection of its own, for the writer thread.
+/// Nonce batches in flight at once per instance, each on a connection of
+/// its own (see `NonceWindow::start`): `KEYGATE_PG_NONCE_CONNECTIONS`, 1 to
+/// 64, default 1. On one machine with PostgreSQL on the same cores, one
+/// was best (wrk, 64 connections: 34k signed requests/s with 1, 27k with
+/// 2, 24k with 4): more connections make smaller batches, and each batch
+/// costs its own statement and commit. Across a network, where a round
+/// trip rather than the CPU bounds a batch, more can help.
+pub(crate) fn ledger_connections() -> Result<usize, String> {
+    match std::env::var("KEYGATE_PG_NONCE_CONNECTIONS") {
+        Err(_) => Ok(1),
+        Ok(text) => text
+            .parse()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .ok_or_else(|| format!("KEYGATE_PG_NONCE_CONNECTIONS={text}: expected 1 to 64")),
+    }
+}
+
+/// A nonce ledger on a connection of its own, for one writer thread.
 pub(crate) fn open_ledger(url: &str, timeout: Duration) -> Result<PgLedger, String> {
     let target = Arc::new(Target::parse(url, timeout)?);
-    Ok(PgLedger::new(PgConnection::new(target)))
+    Ok(PgLedger::new(PgConnection::driven_by_caller(target)?))
 }
 
 /// One current-thread runtime, on a thread of its own, drives every
@@ -108,6 +126,19 @@ pub(crate) type Work<T> = Box<
 pub(crate) struct PgConnection {
     target: Arc<Target>,
     session: Arc<tokio::sync::Mutex<Option<Session>>>,
+    driver: Driver,
+}
+
+/// Who drives the connection's I/O.
+enum Driver {
+    /// The process's PostgreSQL thread ([`runtime`]): for callers that may
+    /// be on an async worker (the catalog).
+    Shared,
+    /// The calling thread itself, blocking on a runtime of its own: for a
+    /// nonce writer, a plain thread that does nothing else. Handing each
+    /// batch to another thread and back cost two thread wake-ups per
+    /// batch; perf showed half of keygate's time in the scheduler.
+    CallingThread(tokio::runtime::Runtime),
 }
 
 impl PgConnection {
@@ -115,7 +146,21 @@ impl PgConnection {
         PgConnection {
             target,
             session: Arc::new(tokio::sync::Mutex::new(None)),
+            driver: Driver::Shared,
         }
+    }
+
+    /// For a thread that only ever calls this connection and never runs
+    /// inside an async runtime (a nonce writer).
+    fn driven_by_caller(target: Arc<Target>) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a PostgreSQL runtime: {e}"))?;
+        Ok(PgConnection {
+            driver: Driver::CallingThread(runtime),
+            ..PgConnection::new(target)
+        })
     }
 
     /// Runs `work` on the session, connecting first if needed, all within
@@ -125,7 +170,7 @@ impl PgConnection {
     pub(crate) fn run<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
         let target = self.target.clone();
         let slot = self.session.clone();
-        wait(async move {
+        let call = async move {
             let mut session = slot.lock().await;
             let outcome = tokio::time::timeout(target.timeout, async {
                 if session.as_ref().is_none_or(|s| s.client.is_closed()) {
@@ -157,7 +202,11 @@ impl PgConnection {
                     )))
                 }
             }
-        })
+        };
+        match &self.driver {
+            Driver::Shared => wait(call),
+            Driver::CallingThread(runtime) => runtime.block_on(call),
+        }
     }
 }
 

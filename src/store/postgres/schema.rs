@@ -9,7 +9,7 @@ use crate::store::migrations;
 const SCHEMA: &str = include_str!("../../../schema-postgres.sql");
 
 /// The advisory lock's key: any fixed number; this one spells "keygate".
-const MIGRATION_LOCK: i64 = 0x6b65_7967_6174_65;
+const MIGRATION_LOCK: i64 = 0x006b_6579_6761_7465;
 
 pub(super) fn migrate(conn: &PgConnection) -> Result<(), String> {
     let outcome = conn
