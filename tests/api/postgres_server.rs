@@ -29,13 +29,18 @@ pub struct PgServer {
     running: Mutex<Option<(Child, ChildStdin)>>,
     /// More `-c name=value` settings, e.g. for TLS.
     settings: Vec<String>,
+    /// The wrapper deletes the directory after the server stops.
+    remove_when_stopped: bool,
     dir: TempDir,
 }
 
 /// The server most tests share; each test gets a database of its own.
+/// A static is never dropped, so its wrapper also removes the directory
+/// once the server has stopped (a data directory is a few hundred MB
+/// after a test run).
 pub fn shared() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(PgServer::start)
+    SERVER.get_or_init(|| PgServer::create(|_| Vec::new(), true))
 }
 
 fn bin_dir() -> PathBuf {
@@ -86,6 +91,10 @@ impl PgServer {
     /// `settings` gets the server's directory (owned by the server's user)
     /// and returns more `name=value` settings for it.
     pub fn start_with(settings: impl FnOnce(&Path) -> Vec<String>) -> PgServer {
+        Self::create(settings, false)
+    }
+
+    fn create(settings: impl FnOnce(&Path) -> Vec<String>, remove_when_stopped: bool) -> PgServer {
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("keygate-pg-")
@@ -109,6 +118,7 @@ impl PgServer {
             run_as_postgres,
             running: Mutex::new(None),
             settings,
+            remove_when_stopped,
             dir,
         };
         let initdb = server
@@ -152,10 +162,15 @@ impl PgServer {
             "\"{bin}/postgres\" -D \"{data}\" -p {port} -k \"{data}\" \
              -c listen_addresses=127.0.0.1 -c max_connections=300{extra} \
              </dev/null >>\"{data}/server.log\" 2>&1 & pid=$!; \
-             read _; kill -INT $pid 2>/dev/null; wait $pid",
+             read _; kill -INT $pid 2>/dev/null; wait $pid{cleanup}",
             bin = self.bin.display(),
             data = self.data.display(),
             port = self.port,
+            cleanup = if self.remove_when_stopped {
+                format!("; rm -rf \"{}\"", self.dir.path().display())
+            } else {
+                String::new()
+            },
         );
         let mut child = self
             .command(Path::new("/bin/sh"))
