@@ -2,7 +2,8 @@
 # Signed throughput on PostgreSQL against SQLite, all in one run on this
 # machine: one keygate on SQLite, one keygate on PostgreSQL, and two
 # keygate processes on one PostgreSQL database (each with half of the
-# connections, two wrk processes at once). Every server, PostgreSQL and wrk
+# connections, one public worker and a wrk process of one thread, so that
+# every phase runs two workers and two wrk threads on the two cores). Every server, PostgreSQL and wrk
 # share the same cores, as they would on a small two-gateway deployment's
 # database host, so the figures are what this machine does, not what each
 # part could do alone.
@@ -59,13 +60,15 @@ export KEYGATE_LOG=warn
 export KEYGATE_MASTER_KEY_FILE=$work/master-key
 
 declare -A port
-# serve NAME DB: a keygate on DB, its ports in ${port[NAME]}.
+# serve NAME DB [ARGS]: a keygate on DB, its ports in ${port[NAME]}.
 serve() {
-  local p=$((20000 + RANDOM % 20000))
-  KEYGATE_DB=$2 "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) 2>"$work/$1.log" &
+  local p=$((20000 + RANDOM % 20000)) name=$1 db=$2
+  shift 2
+  KEYGATE_DB=$db "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) "$@" 2>"$work/$name.log" &
   pids+=($!)
-  port[$1]=$p
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  port[$name]=$p
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "keygate $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 # presign NAME DB COUNT: a key on DB and COUNT pre-signed headers for it in
 # each of $work/NAME.auth.{1,2}.
@@ -80,18 +83,22 @@ presign() {
   wait $first
 }
 
+# Every phase has the same two cores, two wrk threads and two public
+# workers in all: one instance has two workers; each of two instances
+# has one, and gets one wrk thread of its own.
 KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key serve sqlite "$work/keygate.db"
-serve pg-a "$pg_url"
-serve pg-b "$pg_url"
+serve pg-one "$pg_url"
+serve pg-a "$pg_url" --workers 1
+serve pg-b "$pg_url" --workers 1
 KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db" "$per_thread"
 presign pg-one "$pg_url" "$per_thread"
 for name in pg-a pg-b; do presign $name "$pg_url" "$per_thread_soak"; done
 
 declare -A requests p50s p99s next
-# run_wrk HEADERS PORT CONNECTIONS SECONDS: one wrk, its output on stdout.
+# run_wrk HEADERS PORT CONNECTIONS SECONDS THREADS: one wrk, its output on stdout.
 run_wrk() {
   START=${next[$1]:-0} NEXT_FILE=$work/$1.next AUTH_FILE=$work/$1.auth TARGET=/v1/whoami \
-    wrk -t2 -c"$3" -d"${4}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2"
+    wrk -t"$5" -c"$3" -d"${4}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2"
 }
 # phase NAME HEADERS:PORT...: wrk against each target at once, connections split.
 phase() {
@@ -99,7 +106,7 @@ phase() {
   shift
   share=$((connections / $#))
   for spec in "$@"; do
-    run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" >"$work/wrk.${spec%%:*}" &
+    run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" $((2 / $#)) >"$work/wrk.${spec%%:*}" &
     wrks+=($!)
   done
   wait "${wrks[@]}"
@@ -121,13 +128,13 @@ commits() { # PORT: requests per commit so far, as "sum count"
 
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
 echo "connections=$connections rounds=$rounds of ${duration}s phases (wrk -t2 per target, pre-signed GET /v1/whoami)"
-read -r sa ca <<<"$(commits "${port[pg-a]}")"; read -r sb cb <<<"$(commits "${port[pg-b]}")"
+read -r so co <<<"$(commits "${port[pg-one]}")"; read -r sa ca <<<"$(commits "${port[pg-a]}")"; read -r sb cb <<<"$(commits "${port[pg-b]}")"
 for round in $(seq "$rounds"); do
   phase "sqlite, one instance" sqlite:${port[sqlite]}
-  phase "postgres, one instance" pg-one:${port[pg-a]}
+  phase "postgres, one instance" pg-one:${port[pg-one]}
   phase "postgres, two instances" pg-a:${port[pg-a]} pg-b:${port[pg-b]}
 done
-read -r sa2 ca2 <<<"$(commits "${port[pg-a]}")"; read -r sb2 cb2 <<<"$(commits "${port[pg-b]}")"
+read -r so2 co2 <<<"$(commits "${port[pg-one]}")"; read -r sa2 ca2 <<<"$(commits "${port[pg-a]}")"; read -r sb2 cb2 <<<"$(commits "${port[pg-b]}")"
 total=$((rounds * duration))
 echo
 for name in "sqlite, one instance" "postgres, one instance" "postgres, two instances"; do
@@ -135,14 +142,14 @@ for name in "sqlite, one instance" "postgres, one instance" "postgres, two insta
     "$(echo "${requests[$name]} / $total" | bc -l)" \
     "$(echo "${requests[$name]} / ${requests["sqlite, one instance"]}" | bc -l)" "${p50s[$name]}" "${p99s[$name]}"
 done
-printf 'pairs per PostgreSQL round trip (mean over all postgres phases): %.1f\n' \
-  "$(echo "($sa2 - $sa + $sb2 - $sb) / ($ca2 - $ca + $cb2 - $cb)" | bc -l)"
+printf 'pairs per PostgreSQL round trip: one instance %.1f, two instances %.1f\n' \
+  "$(echo "($so2 - $so) / ($co2 - $co)" | bc -l)" "$(echo "($sa2 - $sa + $sb2 - $sb) / ($ca2 - $ca + $cb2 - $cb)" | bc -l)"
 
 if [ "$soak" -gt 0 ]; then
   echo
   echo "nonce table during ${soak}s on two instances (window = skew 300 s + 1: nothing expires yet):"
-  run_wrk pg-a "${port[pg-a]}" $((connections / 2)) "$soak" >/dev/null & soakers=($!)
-  run_wrk pg-b "${port[pg-b]}" $((connections / 2)) "$soak" >/dev/null & soakers+=($!)
+  run_wrk pg-a "${port[pg-a]}" $((connections / 2)) "$soak" 1 >/dev/null & soakers=($!)
+  run_wrk pg-b "${port[pg-b]}" $((connections / 2)) "$soak" 1 >/dev/null & soakers+=($!)
   for t in $(seq 0 10 "$soak"); do
     printf '  t=%3ss  rows %9s  table+indexes %s\n' "$t" "$(psql -d keygate -c 'SELECT count(*) FROM nonces')" \
       "$(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))")"

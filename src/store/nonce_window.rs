@@ -354,9 +354,18 @@ impl Writer {
                 for (pair, outcome) in pairs.iter().zip(outcomes.iter_mut()) {
                     if outcome.is_none() {
                         let decided = fresh_outcomes.next().unwrap_or(PairOutcome::Replayed);
-                        if decided == PairOutcome::Recorded {
-                            self.seen.insert(pair.hash, pair.expires_at);
-                            self.metrics.pairs_recorded.inc();
+                        match decided {
+                            PairOutcome::Recorded => {
+                                self.seen.insert(pair.hash, pair.expires_at);
+                                self.metrics.pairs_recorded.inc();
+                            }
+                            // Recorded by another process: remembered here
+                            // too, so its next copies are refused without
+                            // a round trip.
+                            PairOutcome::Replayed => {
+                                self.seen.insert(pair.hash, pair.expires_at);
+                            }
+                            _ => {}
                         }
                         *outcome = Some(decided);
                     }
