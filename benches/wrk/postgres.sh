@@ -22,10 +22,10 @@ duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
 connections=${CONNECTIONS:-64}
 soak=${SOAK:-0}
-# Headers per wrk thread: more than a thread goes through (up to ~40k a
+# Headers per wrk thread: more than a thread goes through (up to ~45k a
 # second in a phase against one instance), else replays; the soak's two
 # header sets also cover its 60 s at two instances.
-per_thread=$((rounds * duration * 40000 + 50000))
+per_thread=$((rounds * duration * 60000 + 50000))
 per_thread_soak=$((per_thread + soak * 15000))
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
