@@ -142,6 +142,13 @@ struct ServeArgs {
     /// Largest request body accepted on the public listener.
     #[arg(long, env = "KEYGATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Body bytes all requests not yet verified may hold in memory at once; past it, 503 unavailable.
+    #[arg(long, env = "KEYGATE_BODY_BUDGET_BYTES", default_value_t = crate::http::DEFAULT_BODY_BUDGET_BYTES)]
+    body_budget_bytes: usize,
+    /// Open connections per listener; more wait in the kernel's backlog.
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Seconds a request body may take to arrive in full, else 408 body_timeout.
     #[arg(long, env = "KEYGATE_BODY_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -320,6 +327,8 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         skew_secs: args.skew_secs,
         max_body_bytes: args.max_body_bytes,
         body_timeout: Duration::from_secs(args.body_timeout_secs),
+        body_budget_bytes: args.body_budget_bytes,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         upstream: args.upstream,
         public_origin: args.public_origin,
         workers: args.workers,

@@ -10,6 +10,10 @@ use crate::store::{Database, StoreConfig};
 pub const DEFAULT_SKEW_SECS: u32 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
+/// Per listener. Each open connection costs a few KB and a file
+/// descriptor; a client that opens more waits in the backlog instead of
+/// exhausting the process's descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 #[derive(Clone)]
 pub struct Config {
@@ -27,6 +31,11 @@ pub struct Config {
     /// How long a request body may take to arrive in full, counted from
     /// when its handler starts reading it (both listeners).
     pub body_timeout: Duration,
+    /// Body bytes that requests not yet verified may hold in memory at
+    /// once, all together (see `http::BodyBudget`).
+    pub body_budget_bytes: usize,
+    /// Open connections per listener; more wait in the kernel's backlog.
+    pub max_connections: usize,
     pub upstream: Option<String>,
     pub public_origin: Option<String>,
     /// actix worker threads for the public listener (`None`: one per core).
@@ -45,6 +54,8 @@ impl Config {
             skew_secs: DEFAULT_SKEW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
+            body_budget_bytes: crate::http::DEFAULT_BODY_BUDGET_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: None,
             public_origin: None,
             workers: None,
@@ -66,6 +77,8 @@ impl fmt::Debug for Config {
             .field("skew_secs", &self.skew_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("body_timeout", &self.body_timeout)
+            .field("body_budget_bytes", &self.body_budget_bytes)
+            .field("max_connections", &self.max_connections)
             .field("upstream", &self.upstream)
             .field("public_origin", &self.public_origin)
             .field("workers", &self.workers)

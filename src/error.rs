@@ -53,6 +53,11 @@ pub enum Error {
     #[error("keygate cannot record this request right now; retry with a new nonce")]
     Unavailable(String),
 
+    /// Too many request bodies are being received at once (the memory
+    /// budget for unverified requests is spent): retry shortly.
+    #[error("keygate is receiving too many request bodies at once; retry shortly")]
+    Overloaded,
+
     /// Gateway mode: the upstream could not be reached or did not answer.
     #[error("the upstream service did not answer")]
     UpstreamUnavailable(String),
@@ -95,7 +100,7 @@ impl Error {
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::UnreadableBody(_) => "unreadable_body",
             Error::BodyTimeout { .. } => "body_timeout",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::Overloaded => "unavailable",
             Error::AdminTokenInvalid => "invalid_admin_token",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::InvalidJson(_) => "invalid_json",
@@ -171,7 +176,7 @@ impl ResponseError for Error {
                 StatusCode::NOT_FOUND
             }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -192,7 +197,7 @@ impl ResponseError for Error {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
-        if let Error::Unavailable(_) = self {
+        if let Error::Unavailable(_) | Error::Overloaded = self {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         response.json(json!({ "error": body }))

@@ -125,7 +125,7 @@ impl FromRequest for AdminBody {
                 .app_data::<web::Data<AdminState>>()
                 .expect("AdminState is registered on the admin app")
                 .body_timeout;
-            body::read_limited(&req, payload, ADMIN_BODY_LIMIT, timeout, |_| {})
+            body::read_limited(&req, payload, ADMIN_BODY_LIMIT, timeout, None, |_| {})
                 .await
                 .map(AdminBody)
         })

@@ -9,7 +9,12 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::HttpRequest;
 use futures_util::StreamExt;
 
+use super::body_budget::{BodyBudget, Reserved};
 use crate::error::Error;
+
+/// A body of unknown length (chunked) reserves budget in steps of this
+/// much as it arrives, rather than per chunk.
+const RESERVE_STEP: usize = 64 * 1024;
 
 /// A body over the limit is still read and discarded up to this many bytes
 /// (and for at most `DRAIN_TIME`) so the client finishes sending and sees
@@ -20,12 +25,15 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// Reads the whole body, refusing more than `limit` bytes or a body that
 /// has not arrived in full within `timeout`; `each_chunk` sees every chunk
-/// as it arrives (to hash the body while it streams in).
+/// as it arrives (to hash the body while it streams in). With a `budget`,
+/// the bytes are reserved there before they are buffered, and held until
+/// this returns (the signature is checked right after).
 pub(super) async fn read_limited(
     req: &HttpRequest,
     mut payload: Payload,
     limit: usize,
     timeout: Duration,
+    budget: Option<&BodyBudget>,
     each_chunk: impl FnMut(&[u8]),
 ) -> Result<Bytes, Error> {
     let declared = req
@@ -43,15 +51,34 @@ pub(super) async fn read_limited(
         Some(length) => length > 0,
         None => req.headers().contains_key(header::TRANSFER_ENCODING),
     };
+    let mut reserved = BodyBudget::nothing();
     if !has_body {
         // Nothing to wait for: no timer on the path most signed requests
         // (GETs) take.
-        return read_chunks(&mut payload, declared, limit, each_chunk).await;
+        return read_chunks(
+            &mut payload,
+            declared,
+            limit,
+            None,
+            &mut reserved,
+            each_chunk,
+        )
+        .await;
+    }
+    if let (Some(budget), Some(length)) = (budget, declared) {
+        budget.reserve(&mut reserved, length as usize).await?;
     }
     // Boxed: the timer would otherwise sit in every request's future.
     let outcome = Box::pin(tokio::time::timeout(
         timeout,
-        read_chunks(&mut payload, declared, limit, each_chunk),
+        read_chunks(
+            &mut payload,
+            declared,
+            limit,
+            budget,
+            &mut reserved,
+            each_chunk,
+        ),
     ))
     .await;
     outcome.unwrap_or_else(|_elapsed| {
@@ -69,18 +96,32 @@ pub(super) async fn read_limited(
     })
 }
 
+/// `reserved` already holds the declared length; a body without one
+/// reserves as it grows.
 async fn read_chunks(
     payload: &mut Payload,
     declared: Option<u64>,
     limit: usize,
+    budget: Option<&BodyBudget>,
+    reserved: &mut Reserved,
     mut each_chunk: impl FnMut(&[u8]),
 ) -> Result<Bytes, Error> {
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let mut room = declared.unwrap_or(0) as usize;
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| Error::UnreadableBody(e.to_string()))?;
         if body.len() + chunk.len() > limit {
             Box::pin(drain(payload, u64::MAX)).await;
             return Err(Error::BodyTooLarge { limit });
+        }
+        if let Some(budget) = budget {
+            if body.len() + chunk.len() > room {
+                // `room` never passes `limit`, and neither does the body.
+                let need = body.len() + chunk.len() - room;
+                let more = need.max(RESERVE_STEP).min(limit - room);
+                budget.reserve(reserved, more).await?;
+                room += more;
+            }
         }
         each_chunk(&chunk);
         body.extend_from_slice(&chunk);

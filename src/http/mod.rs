@@ -8,6 +8,7 @@
 
 mod admin;
 mod body;
+mod body_budget;
 mod gateway;
 mod public;
 mod signed_request;
@@ -20,6 +21,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
 pub use admin::parse_rfc3339;
+pub use body_budget::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
 pub use signed_request::{RefusalLog, SignedRequest};
 
 use crate::config::Config;
@@ -34,6 +36,8 @@ pub struct PublicState {
     pub skew_secs: u32,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
+    /// Body bytes all unverified requests together may hold.
+    pub body_budget: BodyBudget,
     pub public_origin: Option<PublicOrigin>,
     pub metrics: Arc<Metrics>,
     pub refusal_log: RefusalLog,
@@ -129,6 +133,8 @@ impl Application {
             skew_secs: config.skew_secs,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
+            // Never below one largest body, or such a body could never be read.
+            body_budget: BodyBudget::new(config.body_budget_bytes.max(config.max_body_bytes)),
             public_origin,
             metrics: metrics.clone(),
             refusal_log: RefusalLog::new(),
@@ -148,9 +154,13 @@ impl Application {
         })
         .listen(public_listener)
         .map_err(|e| e.to_string())?;
-        if let Some(workers) = config.workers {
-            public = public.workers(workers);
-        }
+        let public_workers = config.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        // actix counts connections per worker.
+        public = public
+            .workers(public_workers)
+            .max_connections(config.max_connections.div_ceil(public_workers).max(1));
 
         let admin_state = web::Data::new(AdminState {
             store: store.clone(),
@@ -167,6 +177,7 @@ impl Application {
                 .configure(admin::routes)
         })
         .workers(1)
+        .max_connections(config.max_connections)
         .listen(admin_listener)
         .map_err(|e| e.to_string())?;
 

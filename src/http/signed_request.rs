@@ -302,6 +302,7 @@ async fn verify_rfc9421(
         payload,
         state.max_body_bytes,
         state.body_timeout,
+        Some(&state.body_budget),
         |_| {},
     )
     .await?;
@@ -394,6 +395,7 @@ async fn read_hashed_body(
         payload,
         state.max_body_bytes,
         state.body_timeout,
+        Some(&state.body_budget),
         |chunk| hasher.update(chunk),
     )
     .await?;

@@ -9,6 +9,7 @@ mod durability;
 mod gateway;
 mod helpers;
 mod kg1;
+mod limits;
 mod multi_instance;
 mod postgres_server;
 mod properties;
