@@ -39,7 +39,9 @@ impl BodyBudget {
     }
 
     /// Adds `bytes` to what `reserved` holds, waiting at most
-    /// `WAIT_FOR_ROOM` for other requests to give some back.
+    /// `WAIT_FOR_ROOM` for other requests to give some back. Written so
+    /// that the usual case, room at once, adds nothing to the caller's
+    /// future: only a full budget awaits (boxed) a timer.
     pub async fn reserve(&self, reserved: &mut Reserved, bytes: usize) -> Result<(), Error> {
         if bytes == 0 {
             return Ok(());
@@ -47,20 +49,20 @@ impl BodyBudget {
         let count = u32::try_from(bytes).map_err(|_| Error::Overloaded)?;
         let permit = match self.bytes.clone().try_acquire_many_owned(count) {
             Ok(permit) => permit,
-            // Boxed: only a full budget needs the timer.
-            Err(_) => Box::pin(tokio::time::timeout(
-                WAIT_FOR_ROOM,
-                self.bytes.clone().acquire_many_owned(count),
-            ))
-            .await
-            .map_err(|_| Error::Overloaded)?
-            .map_err(|_| Error::Overloaded)?,
+            Err(_) => Box::pin(self.wait_for_room(count)).await?,
         };
         match &mut reserved.0 {
             Some(held) => held.merge(permit),
             None => reserved.0 = Some(permit),
         }
         Ok(())
+    }
+
+    async fn wait_for_room(&self, count: u32) -> Result<OwnedSemaphorePermit, Error> {
+        tokio::time::timeout(WAIT_FOR_ROOM, self.bytes.clone().acquire_many_owned(count))
+            .await
+            .map_err(|_| Error::Overloaded)?
+            .map_err(|_| Error::Overloaded)
     }
 
     /// Bytes free now, for the tests and the metrics.

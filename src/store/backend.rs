@@ -8,6 +8,7 @@
 //! blocking pool, and the nonce ledger is driven by its own writer thread.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::StoreError;
 use crate::credentials::Sealed;
@@ -75,19 +76,29 @@ pub trait CatalogBackend: Send + Sync {
 /// which were new", with each key's revocation and expiry re-checked in
 /// the same transaction, so a key revoked through any process is refused
 /// from the moment the revocation commits.
+///
+/// Every call gives up at `deadline` (waiting for a lock, a connection or
+/// an answer) with `StoreError::Unavailable`: that is what bounds a
+/// request's wait by the configured database timeout.
 pub trait NonceLedger: Send {
     /// Records `pairs` in one transaction and answers for each, in order.
     /// No two pairs in `pairs` are equal (the writer tells copies apart
     /// first). `Err` means nothing was recorded: every request in the
     /// batch is refused (fail closed).
-    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError>;
+    fn record(
+        &mut self,
+        pairs: &[PairToRecord],
+        now: i64,
+        deadline: Instant,
+    ) -> Result<Vec<PairOutcome>, StoreError>;
     /// Last-used times, written in batches rather than per request; a time
     /// never moves backwards.
-    fn touch_keys(&mut self, used: &[(Arc<str>, i64)]) -> Result<(), StoreError>;
+    fn touch_keys(&mut self, used: &[(Arc<str>, i64)], deadline: Instant)
+        -> Result<(), StoreError>;
     /// Drops pairs whose `expires_at` is before `now`, when that has to
     /// happen on the writer's connection (SQLite's log); a backend that
     /// purges elsewhere does nothing here.
-    fn purge(&mut self, now: i64) -> Result<(), StoreError>;
+    fn purge(&mut self, now: i64, deadline: Instant) -> Result<(), StoreError>;
 }
 
 /// A (key_id, nonce) pair waiting to be recorded.
@@ -99,6 +110,9 @@ pub struct PairToRecord {
     pub expires_at: i64,
     /// The pair's hash in the in-memory front ([`super::SeenNonces`]).
     pub hash: u64,
+    /// When the request stops waiting: the database timeout after it
+    /// asked for the pair to be recorded.
+    pub deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -206,7 +206,7 @@ impl Store {
         let store = Arc::new(Store {
             catalog,
             keys: KeyCache::default(),
-            nonces: NonceWindow::start(ledgers, seen),
+            nonces: NonceWindow::start(ledgers, seen, config.busy_timeout),
         });
         store.keys.set_version(
             store
@@ -230,10 +230,15 @@ impl Store {
         if let Some(key) = self.keys.get(key_id) {
             return Ok(Some(key));
         }
-        // Not negative-cached: a key created a moment ago by the CLI or
-        // another process must work on its first request.
+        // Boxed: the blocking-pool hand-off would otherwise sit in every
+        // signed request's future (see `signed_request`'s size test).
+        Box::pin(self.load_key(key_id.to_owned())).await
+    }
+
+    /// Not negative-cached: a key created a moment ago by the CLI or
+    /// another process must work on its first request.
+    async fn load_key(self: &Arc<Self>, key_id: String) -> Result<Option<Arc<CachedKey>>, Error> {
         let store = self.clone();
-        let key_id = key_id.to_owned();
         let loaded = tokio::task::spawn_blocking(move || store.catalog.verifying_key(&key_id))
             .await
             .map_err(|e| Error::Unavailable(format!("key lookup: {e}")))??;

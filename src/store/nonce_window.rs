@@ -33,7 +33,10 @@ const MAX_BATCH: usize = 1024;
 /// Requests that may wait for the writer; beyond it they wait up to
 /// `QUEUE_WAIT`, then are refused with 503 rather than queued without bound.
 const QUEUE_CAPACITY: usize = 8192;
-const QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How long the writer's housekeeping (last-used times, the purge) may
+/// wait for the database: it is retried next time, and requests queued
+/// behind it must not wait for it.
+const HOUSEKEEPING_WAIT: Duration = Duration::from_millis(100);
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
@@ -86,6 +89,9 @@ impl Default for WriterMetrics {
 
 pub struct NonceWindow {
     jobs: mpsc::Sender<Job>,
+    /// How long a request waits for its pair to be recorded, all told:
+    /// for room in the queue, in the queue, and for the database.
+    busy_timeout: Duration,
     /// Shared with the writer (and, on SQLite, the ledger), which alone add
     /// to it. Requests only look.
     seen: Arc<SeenNonces>,
@@ -102,7 +108,11 @@ impl NonceWindow {
     /// one was best on a single machine, more can help across a network).
     /// Concurrent batches are safe there because the database's unique
     /// index decides. A ledger must share `seen` if it uses it at all.
-    pub(crate) fn start(ledgers: Vec<Box<dyn NonceLedger>>, seen: Arc<SeenNonces>) -> NonceWindow {
+    pub(crate) fn start(
+        ledgers: Vec<Box<dyn NonceLedger>>,
+        seen: Arc<SeenNonces>,
+        busy_timeout: Duration,
+    ) -> NonceWindow {
         #[cfg(feature = "bench-decomposition")]
         decomposition::mode(); // warns now, not at the first request
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
@@ -112,6 +122,7 @@ impl NonceWindow {
         for (number, ledger) in ledgers.into_iter().enumerate() {
             let writer = Writer {
                 ledger,
+                housekeeping_wait: HOUSEKEEPING_WAIT.min(busy_timeout),
                 seen: seen.clone(),
                 metrics: metrics.clone(),
                 record_failures: RetriedFailure::new(
@@ -128,6 +139,7 @@ impl NonceWindow {
         }
         NonceWindow {
             jobs,
+            busy_timeout,
             seen,
             hasher,
             metrics,
@@ -169,11 +181,13 @@ impl NonceWindow {
             return Err(Error::NonceReused);
         }
         let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + self.busy_timeout;
         let pair = PairToRecord {
             key_id,
             nonce: nonce.into(),
             expires_at,
             hash,
+            deadline,
         };
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
@@ -185,7 +199,8 @@ impl NonceWindow {
         };
         if let Some(job) = job {
             // Boxed: the timer would otherwise sit in every request's future.
-            let wait = Box::pin(self.jobs.send_timeout(job, QUEUE_WAIT));
+            let room = deadline.saturating_duration_since(Instant::now());
+            let wait = Box::pin(self.jobs.send_timeout(job, room));
             wait.await.map_err(|e| {
                 Error::Unavailable(match e {
                     mpsc::error::SendTimeoutError::Timeout(_) => "nonce writer queue full".into(),
@@ -235,6 +250,7 @@ impl From<PairOutcome> for Result<(), Error> {
 
 struct Writer {
     ledger: Box<dyn NonceLedger>,
+    housekeeping_wait: Duration,
     seen: Arc<SeenNonces>,
     metrics: WriterMetrics,
     /// A ledger that cannot record fails every batch while the fault lasts
@@ -307,7 +323,9 @@ impl Writer {
             self.record(pairs, replies);
         }
         if !touches.is_empty() {
-            let touched = self.ledger.touch_keys(&touches);
+            let touched = self
+                .ledger
+                .touch_keys(&touches, Instant::now() + self.housekeeping_wait);
             self.touch_failures.record(Instant::now(), touched);
         }
         for done in touches_done {
@@ -315,7 +333,9 @@ impl Writer {
         }
         if let Some(now) = purge_at {
             self.seen.purge(now);
-            let purged = self.ledger.purge(now);
+            let purged = self
+                .ledger
+                .purge(now, Instant::now() + self.housekeeping_wait);
             self.purge_failures.record(Instant::now(), purged);
         }
     }
@@ -325,21 +345,28 @@ impl Writer {
         // that committed after the request looked: refused here, so the
         // ledger sees each pair once.
         let mut in_batch = IntSet::default();
-        let mut outcomes: Vec<Option<PairOutcome>> = Vec::with_capacity(pairs.len());
+        let mut outcomes: Vec<Option<Result<(), Error>>> = Vec::with_capacity(pairs.len());
         let mut fresh = Vec::with_capacity(pairs.len());
+        let started = Instant::now();
         for pair in &pairs {
             if self.seen.contains(pair.hash) || !in_batch.insert(pair.hash) {
-                outcomes.push(Some(PairOutcome::Replayed));
+                outcomes.push(Some(Err(Error::NonceReused)));
+            } else if pair.deadline <= started {
+                // It waited out the database timeout behind earlier
+                // batches: refused now rather than made to wait again.
+                outcomes.push(Some(Err(Error::Unavailable(
+                    "waited past the database timeout for the nonce writer".into(),
+                ))));
             } else {
                 outcomes.push(None);
                 fresh.push(pair.clone());
             }
         }
-        let started = Instant::now();
-        let recorded = if fresh.is_empty() {
-            Ok(Vec::new())
-        } else {
-            self.ledger.record(&fresh, clock::now())
+        // The batch gives up when its most impatient request would.
+        let deadline = fresh.iter().map(|p| p.deadline).min();
+        let recorded = match deadline {
+            None => Ok(Vec::new()),
+            Some(deadline) => self.ledger.record(&fresh, clock::now(), deadline),
         };
         self.metrics
             .commit_seconds
@@ -367,12 +394,11 @@ impl Writer {
                             }
                             _ => {}
                         }
-                        *outcome = Some(decided);
+                        *outcome = Some(decided.into());
                     }
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let outcome = outcome.unwrap_or(PairOutcome::Replayed);
-                    let _ = reply.send(outcome.into());
+                    let _ = reply.send(outcome.unwrap_or(Err(Error::NonceReused)));
                 }
             }
             Err(e) => {
@@ -380,10 +406,7 @@ impl Writer {
                 let reason = e.to_string();
                 self.record_failures.record(Instant::now(), Err(&reason));
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let answer = match outcome {
-                        Some(decided) => decided.into(),
-                        None => Err(Error::Unavailable(reason.clone())),
-                    };
+                    let answer = outcome.unwrap_or_else(|| Err(Error::Unavailable(reason.clone())));
                     let _ = reply.send(answer);
                 }
             }

@@ -184,3 +184,53 @@ fn expired_nonces_are_purged() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The database timeout bounds each request's whole wait. Requests that
+/// queue behind a batch stuck on another connection's lock get their 503
+/// within the timeout (plus a small margin), not after also waiting for
+/// that batch: they used to wait up to twice the timeout, or more.
+#[test]
+fn the_busy_timeout_bounds_each_request_s_whole_wait() {
+    use std::time::Instant;
+    let timeout = Duration::from_millis(1000);
+    let app = spawn_app_with(|c| c.store.busy_timeout = timeout);
+    let key = app.create_key();
+    assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
+
+    let mut blocker = Connection::open(&app.db_path).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    // One request every 300 ms: each arrives while earlier ones' batches
+    // are still waiting for the lock.
+    let requests: Vec<_> = (0..6u64)
+        .map(|i| {
+            let (public, key) = (app.public, key.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300 * i));
+                let app = TestApp {
+                    public,
+                    admin: public,
+                    db_path: Default::default(),
+                    _db: None,
+                };
+                let started = Instant::now();
+                let answer = app.signed(&key, "GET", "/v1/whoami", b"");
+                (answer.status, answer.code().to_owned(), started.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = requests.into_iter().map(|r| r.join().unwrap()).collect();
+    tx.rollback().unwrap();
+    for (i, (status, code, waited)) in answers.iter().enumerate() {
+        assert_eq!(
+            (*status, code.as_str()),
+            (503, "unavailable"),
+            "request {i}"
+        );
+        assert!(
+            *waited < timeout + Duration::from_millis(250),
+            "request {i} waited {waited:?}: {answers:?}"
+        );
+    }
+}

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_postgres::error::SqlState;
 
@@ -87,42 +88,50 @@ struct Answer {
 }
 
 impl NonceLedger for PgLedger {
-    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError> {
+    fn record(
+        &mut self,
+        pairs: &[PairToRecord],
+        now: i64,
+        deadline: Instant,
+    ) -> Result<Vec<PairOutcome>, StoreError> {
         let key_ids: Vec<String> = pairs.iter().map(|p| p.key_id.to_string()).collect();
         let nonces: Vec<String> = pairs.iter().map(|p| p.nonce.to_string()).collect();
         let expiries: Vec<i64> = pairs.iter().map(|p| p.expires_at).collect();
         let mut distinct: Vec<String> = key_ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        let answer = self.conn.run(Box::new(move |s: &mut Session| {
-            Box::pin(async move {
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                    [&key_ids, &nonces, &expiries, &distinct, &now];
-                let fast = s.prepared(RECORD_NEW_BATCH).await?;
-                let rows = match s.client.query(&fast, &params).await {
-                    Ok(rows) => rows,
-                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                        let careful = s.prepared(RECORD_BATCH).await?;
-                        s.client.query(&careful, &params).await?
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut answer = Answer::default();
-                for row in rows {
-                    let key_id: String = row.get(0);
-                    match row.get::<_, Option<String>>(1) {
-                        Some(nonce) => {
-                            answer.recorded.entry(key_id).or_default().insert(nonce);
+        let answer = self.conn.run_until(
+            Box::new(move |s: &mut Session| {
+                Box::pin(async move {
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [&key_ids, &nonces, &expiries, &distinct, &now];
+                    let fast = s.prepared(RECORD_NEW_BATCH).await?;
+                    let rows = match s.client.query(&fast, &params).await {
+                        Ok(rows) => rows,
+                        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                            let careful = s.prepared(RECORD_BATCH).await?;
+                            s.client.query(&careful, &params).await?
                         }
-                        None => {
-                            let status = KeyStatus::at(now, row.get(2), row.get(3));
-                            answer.keys.insert(key_id, status);
+                        Err(e) => return Err(e),
+                    };
+                    let mut answer = Answer::default();
+                    for row in rows {
+                        let key_id: String = row.get(0);
+                        match row.get::<_, Option<String>>(1) {
+                            Some(nonce) => {
+                                answer.recorded.entry(key_id).or_default().insert(nonce);
+                            }
+                            None => {
+                                let status = KeyStatus::at(now, row.get(2), row.get(3));
+                                answer.keys.insert(key_id, status);
+                            }
                         }
                     }
-                }
-                Ok(answer)
-            })
-        }))?;
+                    Ok(answer)
+                })
+            }),
+            deadline,
+        )?;
         Ok(pairs
             .iter()
             .map(|pair| match answer.keys.get(&*pair.key_id) {
@@ -141,22 +150,29 @@ impl NonceLedger for PgLedger {
             .collect())
     }
 
-    fn touch_keys(&mut self, used: &[(Arc<str>, i64)]) -> Result<(), StoreError> {
+    fn touch_keys(
+        &mut self,
+        used: &[(Arc<str>, i64)],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
         let key_ids: Vec<String> = used.iter().map(|(k, _)| k.to_string()).collect();
         let times: Vec<i64> = used.iter().map(|(_, t)| *t).collect();
-        self.conn.run(Box::new(move |s: &mut Session| {
-            Box::pin(async move {
-                let statement = s.prepared(TOUCH_KEYS).await?;
-                s.client.execute(&statement, &[&key_ids, &times]).await?;
-                Ok(())
-            })
-        }))
+        self.conn.run_until(
+            Box::new(move |s: &mut Session| {
+                Box::pin(async move {
+                    let statement = s.prepared(TOUCH_KEYS).await?;
+                    s.client.execute(&statement, &[&key_ids, &times]).await?;
+                    Ok(())
+                })
+            }),
+            deadline,
+        )
     }
 
     /// Expired pairs are deleted by the maintenance thread on a connection
     /// of its own (`PgCatalog::housekeeping`), so a purge never delays a
     /// batch on this one.
-    fn purge(&mut self, _now: i64) -> Result<(), StoreError> {
+    fn purge(&mut self, _now: i64, _deadline: Instant) -> Result<(), StoreError> {
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, Statement};
 
@@ -168,11 +168,23 @@ impl PgConnection {
     /// nothing half-done (an open transaction) outlives the call and the
     /// next call starts afresh.
     pub(crate) fn run<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
+        self.run_until(work, Instant::now() + self.target.timeout)
+    }
+
+    /// `run`, bounded by `deadline` rather than the timeout from now.
+    pub(crate) fn run_until<T: Send + 'static>(
+        &self,
+        work: Work<T>,
+        deadline: Instant,
+    ) -> Result<T, StoreError> {
         let target = self.target.clone();
         let slot = self.session.clone();
+        let limit = deadline
+            .saturating_duration_since(Instant::now())
+            .min(target.timeout);
         let call = async move {
             let mut session = slot.lock().await;
-            let outcome = tokio::time::timeout(target.timeout, async {
+            let outcome = tokio::time::timeout(limit, async {
                 if session.as_ref().is_none_or(|s| s.client.is_closed()) {
                     *session = None;
                     let client = target.connect().await?;
@@ -198,7 +210,7 @@ impl PgConnection {
                     Err(StoreError::Unavailable(format!(
                         "PostgreSQL ({}) did not answer within {} ms",
                         target.shown,
-                        target.timeout.as_millis()
+                        limit.as_millis()
                     )))
                 }
             }

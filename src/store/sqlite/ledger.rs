@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -40,18 +40,16 @@ pub(crate) struct SqliteLedger {
     seen: Arc<SeenNonces>,
     /// The highest log id this ledger has read or written.
     last_seen_id: i64,
-    busy_timeout: Duration,
 }
 
 impl SqliteLedger {
-    /// `conn` must have no busy handler: `busy_timeout` is how long the
-    /// ledger itself retries while another process holds the write lock.
-    pub(crate) fn new(conn: Connection, seen: Arc<SeenNonces>, busy_timeout: Duration) -> Self {
+    /// `conn` must have no busy handler: the ledger itself retries while
+    /// another process holds the write lock, until each call's deadline.
+    pub(crate) fn new(conn: Connection, seen: Arc<SeenNonces>) -> Self {
         let mut ledger = SqliteLedger {
             conn,
             seen,
             last_seen_id: 0,
-            busy_timeout,
         };
         // Load the window now rather than inside the first request's
         // transaction (one SELECT reads one consistent snapshot); the first
@@ -155,8 +153,13 @@ impl SqliteLedger {
 }
 
 impl NonceLedger for SqliteLedger {
-    fn record(&mut self, pairs: &[PairToRecord], now: i64) -> Result<Vec<PairOutcome>, StoreError> {
-        retry_while_busy(self.busy_timeout, || {
+    fn record(
+        &mut self,
+        pairs: &[PairToRecord],
+        now: i64,
+        deadline: Instant,
+    ) -> Result<Vec<PairOutcome>, StoreError> {
+        retry_while_busy(deadline, || {
             let mut added = Vec::new();
             let result = self.record_once(pairs, now, &mut added);
             if result.is_err() {
@@ -170,8 +173,12 @@ impl NonceLedger for SqliteLedger {
         .map_err(unavailable)
     }
 
-    fn touch_keys(&mut self, used: &[(Arc<str>, i64)]) -> Result<(), StoreError> {
-        retry_while_busy(self.busy_timeout, || {
+    fn touch_keys(
+        &mut self,
+        used: &[(Arc<str>, i64)],
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        retry_while_busy(deadline, || {
             let tx = WriteTransaction::begin(&self.conn)?;
             {
                 let mut touch = tx.prepare_cached(
@@ -187,8 +194,8 @@ impl NonceLedger for SqliteLedger {
         .map_err(unavailable)
     }
 
-    fn purge(&mut self, now: i64) -> Result<(), StoreError> {
-        retry_while_busy(self.busy_timeout, || self.purge_once(now)).map_err(unavailable)
+    fn purge(&mut self, now: i64, deadline: Instant) -> Result<(), StoreError> {
+        retry_while_busy(deadline, || self.purge_once(now)).map_err(unavailable)
     }
 }
 
@@ -345,6 +352,10 @@ mod tests {
         );
     }
 
+    fn in_two_seconds() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(2)
+    }
+
     fn ledger_on(path: &std::path::Path) -> SqliteLedger {
         let mut conn = Connection::open(path).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
@@ -354,7 +365,7 @@ mod tests {
                  VALUES ('pk_a', 'app', x'00', x'00', 0);",
         )
         .unwrap();
-        SqliteLedger::new(conn, Arc::new(SeenNonces::new()), Duration::from_secs(2))
+        SqliteLedger::new(conn, Arc::new(SeenNonces::new()))
     }
 
     fn record(ledger: &mut SqliteLedger, nonces: &[&str], expires_at: i64) -> Vec<PairOutcome> {
@@ -365,9 +376,12 @@ mod tests {
                 nonce: Box::from(*n),
                 expires_at,
                 hash: ledger.seen.hasher.hash("pk_a", n),
+                deadline: in_two_seconds(),
             })
             .collect();
-        ledger.record(&pairs, clock::now()).unwrap()
+        ledger
+            .record(&pairs, clock::now(), in_two_seconds())
+            .unwrap()
     }
 
     /// The catch-up relies on ids that never go back, even when a purge
@@ -381,7 +395,6 @@ mod tests {
         let mut theirs = SqliteLedger::new(
             Connection::open(&path).unwrap(),
             Arc::new(SeenNonces::new()),
-            Duration::from_secs(2),
         );
         let soon = clock::now() + 60;
         let recorded = [PairOutcome::Recorded];
@@ -392,7 +405,7 @@ mod tests {
             .query_row("SELECT max(id) FROM nonce_batches", [], |r| r.get(0))
             .unwrap();
 
-        ours.purge(soon + 1).unwrap();
+        ours.purge(soon + 1, in_two_seconds()).unwrap();
         let rows: Vec<(i64, String)> = ours
             .conn
             .prepare("SELECT id, entries FROM nonce_batches")

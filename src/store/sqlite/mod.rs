@@ -82,7 +82,7 @@ pub(crate) fn open_ledger(
     // The ledger waits for the write lock its own way (see
     // `retry_while_busy`), not with SQLite's handler.
     conn.busy_timeout(Duration::ZERO).map_err(configure)?;
-    Ok(SqliteLedger::new(conn, seen, settings.busy_timeout))
+    Ok(SqliteLedger::new(conn, seen))
 }
 
 /// Switching a new file to WAL does not wait on the busy timeout: when
@@ -90,23 +90,24 @@ pub(crate) fn open_ledger(
 /// file at once, the switch fails at once with "database is locked". The
 /// mode belongs to the file, so retry until one of them has switched it.
 fn enable_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<()> {
-    retry_while_busy(timeout, || conn.pragma_update(None, "journal_mode", "WAL"))
+    retry_while_busy(Instant::now() + timeout, || {
+        conn.pragma_update(None, "journal_mode", "WAL")
+    })
 }
 
 /// Runs `attempt` again while SQLite answers "database is locked" (another
-/// process holds the write lock), for up to `timeout`, pausing 50 µs and
+/// process holds the write lock), until `deadline`, pausing 50 µs and
 /// doubling up to 1 ms. SQLite's own busy handler sleeps 1, 2, 5, 10, ...
 /// ms, ages next to a commit that holds the lock for tens of microseconds:
 /// with two keygate processes on one file it cost a fifth of their
 /// throughput and put their p90 at 2–6 ms (BENCHMARKS.md). Pausing 50 µs
 /// every time, without doubling, was worse still.
 pub(crate) fn retry_while_busy<T>(
-    timeout: Duration,
+    deadline: Instant,
     mut attempt: impl FnMut() -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     const FIRST_PAUSE: Duration = Duration::from_micros(50);
     const LONGEST_PAUSE: Duration = Duration::from_millis(1);
-    let deadline = Instant::now() + timeout;
     let mut pause = FIRST_PAUSE;
     loop {
         match attempt() {
@@ -135,7 +136,8 @@ mod tests {
             ))
         }
         let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_secs(5), || {
+        let in_five_seconds = || Instant::now() + Duration::from_secs(5);
+        let result = retry_while_busy(in_five_seconds(), || {
             attempts += 1;
             if attempts < 4 {
                 busy()
@@ -146,7 +148,7 @@ mod tests {
         assert_eq!(result.unwrap(), 4);
 
         let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_secs(5), || {
+        let result = retry_while_busy(in_five_seconds(), || {
             attempts += 1;
             Err::<(), _>(rusqlite::Error::InvalidQuery)
         });
@@ -154,7 +156,7 @@ mod tests {
         assert_eq!(attempts, 1, "only busy is worth waiting for");
 
         let mut attempts = 0;
-        let result = retry_while_busy(Duration::from_millis(200), || {
+        let result = retry_while_busy(Instant::now() + Duration::from_millis(200), || {
             attempts += 1;
             busy::<()>()
         });
