@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 
-pub use admin::parse_rfc3339;
+pub use admin::{parse_each_admin_body, parse_rfc3339};
 pub use body_budget::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
 pub use signed_request::{RefusalLog, SignedRequest};
 
