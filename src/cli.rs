@@ -253,6 +253,16 @@ struct RequestArgs {
 }
 
 pub fn main() -> ExitCode {
+    // A file-size limit (ulimit -f, systemd's LimitFSIZE) reached while
+    // writing the database would otherwise kill the process (SIGXFSZ's
+    // default action) in the middle of a commit. Ignored, the write fails
+    // with EFBIG, SQLite reports the database full, and keygate refuses
+    // requests with 503 until there is room again: fail closed, alive.
+    // SAFETY: setting a signal's disposition to SIG_IGN runs no handler
+    // code, and happens before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),

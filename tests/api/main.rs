@@ -6,6 +6,7 @@
 mod admin;
 mod clients;
 mod durability;
+mod faults;
 mod gateway;
 mod helpers;
 mod kg1;
