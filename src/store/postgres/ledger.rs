@@ -22,6 +22,33 @@ use super::{PgConnection, Session};
 use crate::store::backend::{NonceLedger, PairOutcome, PairToRecord};
 use crate::store::{KeyStatus, StoreError};
 
+/// The batch statement, with or without an ON CONFLICT clause before its
+/// RETURNING (a macro because both must be `&'static str` constants, which
+/// `Session::prepared` keys its cache by).
+macro_rules! record_batch {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(key_id, nonce, expires_at)
+), key_state AS (
+    SELECT key_id, expires_at, revoked_at FROM keys WHERE key_id = ANY($4::text[]) FOR SHARE
+), recorded AS (
+    INSERT INTO nonces (key_id, nonce, expires_at)
+    SELECT b.key_id, b.nonce, b.expires_at
+    FROM batch b JOIN key_state k ON k.key_id = b.key_id
+    WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $5)
+    ",
+            $on_conflict,
+            "
+    RETURNING key_id, nonce
+)
+SELECT key_id, NULL::text, expires_at, revoked_at FROM key_state
+UNION ALL
+SELECT key_id, nonce, NULL, NULL FROM recorded"
+        )
+    };
+}
+
 /// The statement every batch runs first. Without ON CONFLICT, an insert
 /// skips the speculative-insertion protocol, which cost a sixth of
 /// PostgreSQL's CPU per request (BENCHMARKS.md, round 7). A batch holding a
@@ -29,40 +56,11 @@ use crate::store::{KeyStatus, StoreError};
 /// having recorded nothing, and is run again as `RECORD_BATCH`: replays
 /// rarely get this far (the in-memory front refuses those it knows), so
 /// the second statement is the exception.
-const RECORD_NEW_BATCH: &str = "\
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(key_id, nonce, expires_at)
-), key_state AS (
-    SELECT key_id, expires_at, revoked_at FROM keys WHERE key_id = ANY($4::text[]) FOR SHARE
-), recorded AS (
-    INSERT INTO nonces (key_id, nonce, expires_at)
-    SELECT b.key_id, b.nonce, b.expires_at
-    FROM batch b JOIN key_state k ON k.key_id = b.key_id
-    WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $5)
-    RETURNING key_id, nonce
-)
-SELECT key_id, NULL::text, expires_at, revoked_at FROM key_state
-UNION ALL
-SELECT key_id, nonce, NULL, NULL FROM recorded";
+const RECORD_NEW_BATCH: &str = record_batch!("");
 
 /// The same with ON CONFLICT DO NOTHING: the inserted pairs are the new
 /// ones.
-const RECORD_BATCH: &str = "\
-WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(key_id, nonce, expires_at)
-), key_state AS (
-    SELECT key_id, expires_at, revoked_at FROM keys WHERE key_id = ANY($4::text[]) FOR SHARE
-), recorded AS (
-    INSERT INTO nonces (key_id, nonce, expires_at)
-    SELECT b.key_id, b.nonce, b.expires_at
-    FROM batch b JOIN key_state k ON k.key_id = b.key_id
-    WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $5)
-    ON CONFLICT (key_id, nonce) DO NOTHING
-    RETURNING key_id, nonce
-)
-SELECT key_id, NULL::text, expires_at, revoked_at FROM key_state
-UNION ALL
-SELECT key_id, nonce, NULL, NULL FROM recorded";
+const RECORD_BATCH: &str = record_batch!("ON CONFLICT (key_id, nonce) DO NOTHING");
 
 const TOUCH_KEYS: &str = "\
 UPDATE keys SET last_used_at = u.used_at
