@@ -6,8 +6,6 @@
 //! itself once there is room.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -41,36 +39,16 @@ fn a_full_disk_costs_503s_a_bounded_log_and_no_unrecorded_accept() {
     prlimit(server.child.id(), &room.to_string());
     let log_before = server.log.lock().unwrap().lines().count();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = Arc::new(Mutex::new(Vec::new()));
-    let senders: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, answers, key, public) =
-                (stop.clone(), answers.clone(), key.clone(), app.public);
-            std::thread::spawn(move || {
-                let app = TestApp {
-                    public,
-                    admin: public,
-                    db_path: Default::default(),
-                    _db: None,
-                };
-                while !stop.load(Ordering::Relaxed) {
-                    let signing = Signing::new(&key, "POST", "/v1/echo", b"fill");
-                    let authorization = signing.authorization();
-                    let answer = app.send("POST", "/v1/echo", b"fill", Some(&authorization));
-                    answers.lock().unwrap().push((
-                        authorization,
-                        answer.status,
-                        answer.code().to_owned(),
-                    ));
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(app.public, &key, 4);
     // Until the disk is full, and three seconds more of refusals.
     let deadline = Instant::now() + Duration::from_secs(60);
     let full_since = loop {
-        let refused = answers.lock().unwrap().iter().any(|(_, s, _)| *s == 503);
+        let refused = load
+            .answers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, s, _)| *s == 503);
         if refused {
             break Instant::now();
         }
@@ -79,7 +57,8 @@ fn a_full_disk_costs_503s_a_bounded_log_and_no_unrecorded_accept() {
     };
     std::thread::sleep(Duration::from_secs(3));
     let during_fault = server.log.lock().unwrap().lines().count() - log_before;
-    let refused_while_full = answers
+    let refused_while_full = load
+        .answers
         .lock()
         .unwrap()
         .iter()
@@ -98,11 +77,7 @@ fn a_full_disk_costs_503s_a_bounded_log_and_no_unrecorded_accept() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    for sender in senders {
-        sender.join().unwrap();
-    }
-    let answers = Arc::try_unwrap(answers).unwrap().into_inner().unwrap();
+    let answers = load.finish();
 
     for (_, status, code) in &answers {
         assert!(
@@ -130,7 +105,7 @@ fn a_full_disk_costs_503s_a_bounded_log_and_no_unrecorded_accept() {
     );
     // Nothing accepted was lost: every accepted request is a replay now.
     for (authorization, _, _) in answers.iter().filter(|(_, s, _)| *s == 200) {
-        let replay = app.send("POST", "/v1/echo", b"fill", Some(authorization));
+        let replay = app.send("POST", "/v1/echo", b"load", Some(authorization));
         assert_eq!(replay.code(), "nonce_reused");
     }
 }

@@ -631,3 +631,65 @@ pub fn make_test_server_certificate(dir: &Path, ca: &str) {
         ],
     );
 }
+
+/// Signed requests sent one after another on `threads` threads until
+/// `stop`; every answer is kept with the request that got it.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// (Authorization, status, error code) of every request so far.
+    pub answers: Arc<Mutex<Vec<(String, u16, String)>>>,
+}
+
+impl Load {
+    pub fn start(target: std::net::SocketAddr, key: &TestKey, threads: usize) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|_| {
+                let (stop, answers, key) = (stop.clone(), answers.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(10))
+                        .build();
+                    let url = format!("http://{target}/v1/echo");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let authorization =
+                            Signing::new(&key, "POST", "/v1/echo", b"load").authorization();
+                        let (status, code) = match agent
+                            .post(&url)
+                            .set("Authorization", &authorization)
+                            .send_bytes(b"load")
+                        {
+                            Ok(r) => (r.status(), String::new()),
+                            Err(ureq::Error::Status(s, r)) => {
+                                let body: serde_json::Value = r
+                                    .into_string()
+                                    .ok()
+                                    .and_then(|t| serde_json::from_str(&t).ok())
+                                    .unwrap_or_default();
+                                (s, body["error"]["code"].as_str().unwrap_or("").to_owned())
+                            }
+                            // The instance was killed mid-request.
+                            Err(_) => (0, "transport".into()),
+                        };
+                        answers.lock().unwrap().push((authorization, status, code));
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            threads,
+            answers,
+        }
+    }
+
+    pub fn finish(self) -> Vec<(String, u16, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        Arc::try_unwrap(self.answers).unwrap().into_inner().unwrap()
+    }
+}

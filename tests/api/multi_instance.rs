@@ -5,8 +5,6 @@
 //! 503s, never an accept without a recorded nonce.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -67,67 +65,6 @@ fn a_key_revoked_through_one_instance_is_refused_by_the_others() {
     // And a key created through one instance works on the others at once.
     let fresh = b.app().create_key();
     assert_eq!(c.app().signed(&fresh, "GET", "/v1/whoami", b"").status, 200);
-}
-
-/// Signed requests sent one after another on `threads` threads until
-/// `stop`; every answer is kept with the request that got it.
-struct Load {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    answers: Arc<Mutex<Vec<(String, u16, String)>>>,
-}
-
-impl Load {
-    fn start(target: std::net::SocketAddr, key: &TestKey, threads: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let answers = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..threads)
-            .map(|_| {
-                let (stop, answers, key) = (stop.clone(), answers.clone(), key.clone());
-                std::thread::spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(10))
-                        .build();
-                    let url = format!("http://{target}/v1/echo");
-                    while !stop.load(Ordering::Relaxed) {
-                        let authorization =
-                            Signing::new(&key, "POST", "/v1/echo", b"load").authorization();
-                        let (status, code) = match agent
-                            .post(&url)
-                            .set("Authorization", &authorization)
-                            .send_bytes(b"load")
-                        {
-                            Ok(r) => (r.status(), String::new()),
-                            Err(ureq::Error::Status(s, r)) => {
-                                let body: serde_json::Value = r
-                                    .into_string()
-                                    .ok()
-                                    .and_then(|t| serde_json::from_str(&t).ok())
-                                    .unwrap_or_default();
-                                (s, body["error"]["code"].as_str().unwrap_or("").to_owned())
-                            }
-                            // The instance was killed mid-request.
-                            Err(_) => (0, "transport".into()),
-                        };
-                        answers.lock().unwrap().push((authorization, status, code));
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            threads,
-            answers,
-        }
-    }
-
-    fn finish(self) -> Vec<(String, u16, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().unwrap();
-        }
-        Arc::try_unwrap(self.answers).unwrap().into_inner().unwrap()
-    }
 }
 
 #[test]
