@@ -11,6 +11,7 @@
 //! - [`cli`]: the `keygate` command line.
 //! - [`load_generator`]: `keygate bench`, signed vs unauthenticated load.
 //! - [`metrics`]: what `GET /admin/metrics` reports to an operator.
+//! - [`policy`]: access policies (routes, source networks, rate limits), pure.
 
 pub mod cli;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod load_generator;
 pub mod metrics;
+pub mod policy;
 pub mod rfc9421;
 pub mod signature;
 pub mod store;

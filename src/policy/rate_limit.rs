@@ -1,0 +1,173 @@
+//! Requests per second with a burst, for an application or a key
+//! (CONTRACT.md section 8). The counting is governor's GCRA: one atomic
+//! word per limit, no background task, exact at any rate.
+//!
+//! Each keygate instance counts the requests it serves itself (as Kong's
+//! `local` policy does): a shared count would put a database round trip
+//! in front of every signed request. With N instances behind a balancer a
+//! partner can reach up to N times the limit; see the README.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Bounds that keep a limit meaningful: beyond a million a second there is
+/// nothing left to limit.
+pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+pub const MAX_BURST: u32 = 1_000_000;
+
+/// As the admin API shows it. `burst` is how many requests may arrive at
+/// once after a quiet spell; `per_second` how fast the allowance refills.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// The admin API's input: `burst` may be left out (then one second's worth).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDocument {
+    per_second: Option<f64>,
+    burst: Option<f64>,
+}
+
+impl RateLimit {
+    pub fn parse(document: RateLimitDocument) -> Result<RateLimit, String> {
+        let per_second = document
+            .per_second
+            .ok_or("rate_limit needs per_second (requests per second, e.g. 50)")?;
+        if !(per_second.is_finite() && per_second > 0.0 && per_second <= MAX_PER_SECOND) {
+            return Err(format!(
+                "rate_limit.per_second must be a number above 0 and at most {MAX_PER_SECOND}"
+            ));
+        }
+        let burst = match document.burst {
+            None => per_second.ceil().max(1.0),
+            Some(burst) => burst,
+        };
+        if !(burst.fract() == 0.0 && (1.0..=f64::from(MAX_BURST)).contains(&burst)) {
+            return Err(format!(
+                "rate_limit.burst must be a whole number from 1 to {MAX_BURST}"
+            ));
+        }
+        Ok(RateLimit {
+            per_second,
+            burst: burst as u32,
+        })
+    }
+
+    /// As the admin API shows it: `50`, not `50.0`, for a whole rate.
+    pub fn to_json(&self) -> Value {
+        let per_second = if self.per_second.fract() == 0.0 {
+            json!(self.per_second as u64)
+        } else {
+            json!(self.per_second)
+        };
+        json!({ "per_second": per_second, "burst": self.burst })
+    }
+
+    /// The time one request's allowance takes to come back.
+    fn period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.per_second).max(Duration::from_nanos(1))
+    }
+}
+
+/// Over the limit: what the 429 says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverLimit {
+    /// Whole seconds until a request would be accepted again (at least 1:
+    /// `Retry-After` has no finer unit).
+    pub retry_after_secs: u64,
+    /// The burst: the most requests the limit lets through at once.
+    pub limit: u32,
+    /// Seconds for an empty allowance to fill up again.
+    pub window_secs: u64,
+}
+
+/// One limit's state.
+pub struct Limiter {
+    limit: RateLimit,
+    state: governor::DefaultDirectRateLimiter,
+}
+
+impl Limiter {
+    pub fn new(limit: RateLimit) -> Limiter {
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::with_period(limit.period())
+            .expect("a positive period")
+            .allow_burst(burst);
+        Limiter {
+            limit,
+            state: governor::RateLimiter::direct(quota),
+        }
+    }
+
+    pub fn limit(&self) -> RateLimit {
+        self.limit
+    }
+
+    /// Takes one request's allowance, or says how long to wait.
+    pub fn check(&self) -> Result<(), OverLimit> {
+        self.state.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let window = self.limit.period().as_secs_f64() * f64::from(self.limit.burst);
+            OverLimit {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                limit: self.limit.burst,
+                window_secs: window.ceil().max(1.0) as u64,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<RateLimit, String> {
+        RateLimit::parse(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        assert_eq!(
+            parse(r#"{"per_second": 50, "burst": 100}"#).unwrap(),
+            RateLimit {
+                per_second: 50.0,
+                burst: 100
+            }
+        );
+        assert_eq!(parse(r#"{"per_second": 2.5}"#).unwrap().burst, 3);
+        assert_eq!(parse(r#"{"per_second": 0.1}"#).unwrap().burst, 1);
+        for bad in [
+            r#"{}"#,
+            r#"{"per_second": 0}"#,
+            r#"{"per_second": -1}"#,
+            r#"{"per_second": 1e12}"#,
+            r#"{"per_second": 5, "burst": 0}"#,
+            r#"{"per_second": 5, "burst": 1.5}"#,
+            r#"{"per_second": 5, "burst": 1e9}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_burst_passes_then_the_next_request_waits() {
+        let limiter = Limiter::new(RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        });
+        for _ in 0..3 {
+            limiter.check().unwrap();
+        }
+        let over = limiter.check().unwrap_err();
+        assert_eq!(over.retry_after_secs, 1);
+        assert_eq!(over.limit, 3);
+        assert_eq!(over.window_secs, 3);
+    }
+}
