@@ -84,3 +84,18 @@ CREATE TRIGGER keys_insert_bumps_version AFTER INSERT ON keys
     FOR EACH STATEMENT EXECUTE FUNCTION keygate_bump_keys_version();
 CREATE TRIGGER keys_status_bumps_version AFTER UPDATE OF expires_at, revoked_at ON keys
     FOR EACH STATEMENT EXECUTE FUNCTION keygate_bump_keys_version();
+
+-- version 2
+-- Access policies (CONTRACT.md section 8) as validated JSON; NULL: none.
+-- A key's `name` is for humans ("ERP sync, prod"). `policy_seq` moves
+-- whenever the key's policy or its application's is replaced: the batch
+-- statement records a pair only if its request was checked against the
+-- current one (the row is read FOR SHARE, so a policy change and a batch
+-- are ordered like a revocation and a batch), and the change moves
+-- keys_version so every instance's cache reloads it.
+ALTER TABLE apps ADD COLUMN policy text;
+ALTER TABLE keys ADD COLUMN name text;
+ALTER TABLE keys ADD COLUMN policy text;
+ALTER TABLE keys ADD COLUMN policy_seq bigint NOT NULL DEFAULT 0;
+CREATE TRIGGER keys_policy_bumps_version AFTER UPDATE OF policy_seq ON keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keygate_bump_keys_version();

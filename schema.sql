@@ -103,3 +103,18 @@ DROP TABLE nonce_log;
 -- beside who asked (`actor`): with several instances on one database an
 -- operator needs both.
 ALTER TABLE audit_events ADD COLUMN instance TEXT;
+
+-- version 4
+-- Access policies (CONTRACT.md section 8) as validated JSON; NULL: none.
+-- A key's `name` is for humans ("ERP sync, prod"). `policy_seq` moves
+-- whenever the key's policy or its application's is replaced: the nonce
+-- writer records a pair only if the request was checked against the
+-- current one, and the change bumps keys_version so every process's cache
+-- reloads it.
+ALTER TABLE apps ADD COLUMN policy TEXT;
+ALTER TABLE keys ADD COLUMN name TEXT;
+ALTER TABLE keys ADD COLUMN policy TEXT;
+ALTER TABLE keys ADD COLUMN policy_seq INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER keys_policy_bumps_version AFTER UPDATE OF policy_seq ON keys BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'keys_version';
+END;

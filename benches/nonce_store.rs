@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
         let app = store.catalog().create_app("bench", "bench").unwrap();
         let key_id = store
             .catalog()
-            .create_key(&app.app_id, None, "bench")
+            .create_key(&app.app_id, None, None, "bench")
             .unwrap()
             .key_id;
         let key = runtime.block_on(store.find_key(&key_id)).unwrap().unwrap();
@@ -50,7 +50,7 @@ fn bench(c: &mut Criterion) {
                             let results = join_all(
                                 nonces
                                     .iter()
-                                    .map(|n| store.record_nonce(&key, n, remember_until)),
+                                    .map(|n| store.record_nonce(&key, n, remember_until, 0)),
                             )
                             .await;
                             assert!(results.iter().all(Result::is_ok));

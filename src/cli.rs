@@ -162,6 +162,92 @@ struct ServeArgs {
     /// Worker threads for the public listener [default: one per core].
     #[arg(long, env = "KEYGATE_WORKERS")]
     workers: Option<usize>,
+    /// Proxies in front of keygate (CIDRs, comma-separated) whose X-Forwarded-For is believed
+    /// when checking a key's source networks [default: none; the header is ignored].
+    #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_parser = crate::policy::source::parse_networks)]
+    trusted_proxies: Option<Vec<ipnet::IpNet>>,
+}
+
+/// A policy to set, as JSON or as flags; none of them: show the policy.
+/// Setting replaces the whole policy, as `PUT .../policy` does.
+#[derive(Args)]
+struct PolicyArgs {
+    /// The whole policy as JSON (CONTRACT.md section 8); @FILE reads a file, @- standard input.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["allow", "source_cidr", "rate", "burst", "clear"])]
+    set: Option<String>,
+    /// An allowed route, "METHODS PATH": "GET,POST /v1/orders/*", "* /v1/whoami" (repeatable).
+    #[arg(long, value_name = "METHODS PATH")]
+    allow: Vec<String>,
+    /// A network the key may be used from, e.g. 203.0.113.0/24 or 2001:db8::/32 (repeatable; keys only).
+    #[arg(long, value_name = "CIDR")]
+    source_cidr: Vec<String>,
+    /// Requests per second allowed.
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// Requests allowed at once after a quiet spell [default: one second's worth].
+    #[arg(long, requires = "rate")]
+    burst: Option<u32>,
+    /// Remove every restriction.
+    #[arg(long, conflicts_with_all = ["allow", "source_cidr", "rate", "burst"])]
+    clear: bool,
+}
+
+impl PolicyArgs {
+    /// The policy document the flags describe; `None` when none was given.
+    fn document(&self) -> Result<Option<Vec<u8>>, String> {
+        if let Some(json) = &self.set {
+            return read_data(json).map(Some);
+        }
+        if self.clear {
+            return Ok(Some(b"{}".to_vec()));
+        }
+        if self.allow.is_empty() && self.source_cidr.is_empty() && self.rate.is_none() {
+            return Ok(None);
+        }
+        let mut document = serde_json::Map::new();
+        if !self.allow.is_empty() {
+            let rules = self
+                .allow
+                .iter()
+                .map(|rule| {
+                    let (methods, path) = rule.trim().split_once(char::is_whitespace).ok_or_else(
+                        || format!("--allow {rule:?}: write \"METHODS PATH\", e.g. \"GET,POST /v1/orders/*\""),
+                    )?;
+                    let methods: Vec<&str> = methods.split(',').map(str::trim).collect();
+                    Ok(serde_json::json!({ "methods": methods, "path": path.trim() }))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            document.insert("rules".into(), rules.into());
+        }
+        if !self.source_cidr.is_empty() {
+            let cidrs: Vec<&str> = self
+                .source_cidr
+                .iter()
+                .flat_map(|c| c.split(','))
+                .map(str::trim)
+                .collect();
+            document.insert("source_cidrs".into(), cidrs.into());
+        }
+        if let Some(per_second) = self.rate {
+            let mut limit = serde_json::json!({ "per_second": per_second });
+            if let Some(burst) = self.burst {
+                limit["burst"] = burst.into();
+            }
+            document.insert("rate_limit".into(), limit);
+        }
+        Ok(Some(
+            serde_json::Value::Object(document).to_string().into_bytes(),
+        ))
+    }
+
+    fn policy(
+        &self,
+        holder: crate::policy::Holder,
+    ) -> Result<Option<crate::policy::AccessPolicy>, String> {
+        self.document()?
+            .map(|document| crate::policy::AccessPolicy::parse(&document, holder))
+            .transpose()
+    }
 }
 
 #[derive(Subcommand)]
@@ -181,6 +267,17 @@ enum AppCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set an application's access policy (its keys' policies narrow it further).
+    Policy {
+        app_id: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Accepted for symmetry with the other commands: the policy is always printed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +288,9 @@ enum KeyCommand {
         /// RFC 3339 time after which the key stops working.
         #[arg(long)]
         expires_at: Option<String>,
+        /// A label for humans, e.g. "ERP sync, prod".
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         db: DbArgs,
         #[arg(long)]
@@ -220,6 +320,17 @@ enum KeyCommand {
         key_id: String,
         #[command(flatten)]
         db: DbArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set a key's access policy (its application's applies too).
+    Policy {
+        key_id: String,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Accepted for symmetry with the other commands: the policy is always printed as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -341,6 +452,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         upstream: args.upstream,
         public_origin: args.public_origin,
+        trusted_proxies: args.trusted_proxies.unwrap_or_default(),
         workers: args.workers,
     };
     actix_web::rt::System::new().block_on(async move {
@@ -387,10 +499,29 @@ fn app_command(cmd: AppCommand) -> Result<ExitCode, String> {
             let apps = db.open()?.list_apps().map_err(|e| e.to_string())?;
             print_out(json, &serde_json::json!({ "apps": apps }), || {
                 apps.iter()
-                    .map(|a| format!("{}  {}  {}", a.app_id, when(a.created_at), a.name))
+                    .map(|a| {
+                        format!(
+                            "{}  {}  {}  policy {}",
+                            a.app_id,
+                            when(a.created_at),
+                            a.name,
+                            a.policy
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             });
+        }
+        AppCommand::Policy {
+            app_id, policy, db, ..
+        } => {
+            let catalog = db.open()?;
+            let shown = match policy.policy(crate::policy::Holder::App)? {
+                None => catalog.app_policy(&app_id),
+                Some(policy) => catalog.set_app_policy(&app_id, &policy, &cli_actor()),
+            }
+            .map_err(|e| e.to_string())?;
+            print_out(true, &shown, String::new);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -398,10 +529,11 @@ fn app_command(cmd: AppCommand) -> Result<ExitCode, String> {
 
 fn new_key_text(key: &crate::store::NewKey) -> String {
     format!(
-        "key_id:  {}\nsecret:  {}\napp_id:  {}\nexpires: {}\n\nThe secret is shown only this once; store it now.",
+        "key_id:  {}\nsecret:  {}\napp_id:  {}\nname:    {}\nexpires: {}\n\nThe secret is shown only this once; store it now.",
         key.key_id,
         key.secret.expose(),
         key.app_id,
+        key.name.as_deref().unwrap_or("-"),
         key.expires_at.map_or_else(|| "never".to_owned(), when),
     )
 }
@@ -419,6 +551,7 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
         KeyCommand::Create {
             app_id,
             expires_at,
+            name,
             db,
             json,
         } => {
@@ -429,7 +562,7 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
                 .map_err(err)?;
             let key = db
                 .open()?
-                .create_key(&app_id, expires_at, &cli_actor())
+                .create_key(&app_id, expires_at, name.as_deref(), &cli_actor())
                 .map_err(err)?;
             print_out(json, &key, || new_key_text(&key));
         }
@@ -440,12 +573,16 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
                     .map(|k| {
                         let status = serde_json::to_value(k.status).expect("status serialises");
                         format!(
-                            "{}  {:<8}  created {}  expires {}  last used {}",
+                            "{}  {:<8}  created {}  expires {}  last used {}  name {}  policy {}",
                             k.key_id,
                             status.as_str().unwrap_or("?"),
                             when(k.created_at),
                             k.expires_at.map_or_else(|| "never".into(), when),
                             k.last_used_at.map_or_else(|| "never".into(), when),
+                            k.name
+                                .as_deref()
+                                .map_or_else(|| "-".into(), |n| format!("{n:?}")),
+                            k.policy,
                         )
                     })
                     .collect::<Vec<_>>()
@@ -473,6 +610,17 @@ fn key_command(cmd: KeyCommand) -> Result<ExitCode, String> {
         KeyCommand::Revoke { key_id, db, json } => {
             let key = db.open()?.revoke_key(&key_id, &cli_actor()).map_err(err)?;
             print_out(json, &key, || format!("revoked {}", key.key_id));
+        }
+        KeyCommand::Policy {
+            key_id, policy, db, ..
+        } => {
+            let catalog = db.open()?;
+            let shown = match policy.policy(crate::policy::Holder::Key)? {
+                None => catalog.key_policy(&key_id),
+                Some(policy) => catalog.set_key_policy(&key_id, &policy, &cli_actor()),
+            }
+            .map_err(err)?;
+            print_out(true, &shown, String::new);
         }
     }
     Ok(ExitCode::SUCCESS)

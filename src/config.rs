@@ -38,6 +38,10 @@ pub struct Config {
     pub max_connections: usize,
     pub upstream: Option<String>,
     pub public_origin: Option<String>,
+    /// Proxies in front of keygate whose `X-Forwarded-For` hops are skipped
+    /// to find the client address a key's `source_cidrs` are checked
+    /// against. Empty: the socket peer is the client, the header ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// actix worker threads for the public listener (`None`: one per core).
     pub workers: Option<usize>,
 }
@@ -58,6 +62,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: None,
             public_origin: None,
+            trusted_proxies: Vec::new(),
             workers: None,
         }
     }
@@ -81,6 +86,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("upstream", &self.upstream)
             .field("public_origin", &self.public_origin)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("workers", &self.workers)
             .finish()
     }

@@ -161,6 +161,7 @@ fn write_new_file_0600(path: &Path, content: &str) -> io::Result<bool> {
 /// copied into another row does not decrypt.
 pub struct MasterKey(XChaCha20Poly1305);
 
+#[derive(Clone)]
 pub struct Sealed {
     pub nonce: Vec<u8>,
     pub ciphertext: Vec<u8>,

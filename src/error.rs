@@ -53,6 +53,23 @@ pub enum Error {
     #[error("keygate cannot record this request right now; retry with a new nonce")]
     Unavailable(String),
 
+    /// Outside the allowed routes of the key's or its application's policy.
+    #[error("this key may not call {method} {path}: the route is outside its access policy")]
+    Forbidden { method: String, path: String },
+    #[error("{}", match address {
+        Some(a) => format!("this key may not be used from {a}: the address is outside its source networks"),
+        None => "this key is limited to some source networks, and the client address could not be determined".into(),
+    })]
+    ForbiddenSource { address: Option<std::net::IpAddr> },
+    #[error("this key or its application is over its rate limit of {} requests at once; retry after {} s", .0.limit, .0.retry_after_secs)]
+    RateLimited(crate::policy::OverLimit),
+
+    /// Internal, never an answer: the request was checked against an older
+    /// access policy than the one now stored, so its nonce was not
+    /// recorded; the verifier checks it again against the new one.
+    #[error("the access policy changed while this request was checked; retry")]
+    PolicyChanged,
+
     /// Too many request bodies are being received at once (the memory
     /// budget for unverified requests is spent): retry shortly.
     #[error("keygate is receiving too many request bodies at once; retry shortly")]
@@ -95,12 +112,15 @@ impl Error {
                 "timestamp_out_of_range"
             }
             Error::NonceReused => "nonce_reused",
+            Error::Forbidden { .. } => "forbidden",
+            Error::ForbiddenSource { .. } => "forbidden_source",
+            Error::RateLimited(_) => "rate_limited",
             Error::SignatureMismatch { .. } => "signature_mismatch",
             Error::ContentDigestMismatch(_) => "content_digest_mismatch",
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::UnreadableBody(_) => "unreadable_body",
             Error::BodyTimeout { .. } => "body_timeout",
-            Error::Unavailable(_) | Error::Overloaded => "unavailable",
+            Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged => "unavailable",
             Error::AdminTokenInvalid => "invalid_admin_token",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::InvalidJson(_) => "invalid_json",
@@ -133,6 +153,19 @@ impl Error {
             }
             Error::BodyTimeout { secs } => {
                 extra.insert("timeout_secs".into(), json!(secs));
+            }
+            Error::Forbidden { method, path } => {
+                extra.insert("method".into(), json!(method));
+                extra.insert("path".into(), json!(path));
+            }
+            Error::ForbiddenSource { address } => {
+                extra.insert(
+                    "client_address".into(),
+                    json!(address.map(|a| a.to_string())),
+                );
+            }
+            Error::RateLimited(over) => {
+                extra.insert("retry_after_secs".into(), json!(over.retry_after_secs));
             }
             _ => {}
         }
@@ -168,6 +201,8 @@ impl ResponseError for Error {
             | Error::AdminTokenMissing
             | Error::AdminTokenInvalid => StatusCode::UNAUTHORIZED,
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Forbidden { .. } | Error::ForbiddenSource { .. } => StatusCode::FORBIDDEN,
+            Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::UnreadableBody(_) | Error::InvalidJson(_) | Error::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -176,7 +211,9 @@ impl ResponseError for Error {
                 StatusCode::NOT_FOUND
             }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable(_) | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -197,8 +234,22 @@ impl ResponseError for Error {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
-        if let Error::Unavailable(_) | Error::Overloaded = self {
+        if let Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged = self {
             response.insert_header((header::RETRY_AFTER, "1"));
+        }
+        if let Error::RateLimited(over) = self {
+            // Retry-After (RFC 9110), and the IETF httpapi draft's
+            // RateLimit-* fields, which clients and SDKs already read.
+            let reset = over.retry_after_secs.to_string();
+            response
+                .insert_header((header::RETRY_AFTER, reset.clone()))
+                .insert_header(("RateLimit-Limit", over.limit.to_string()))
+                .insert_header(("RateLimit-Remaining", "0"))
+                .insert_header(("RateLimit-Reset", reset))
+                .insert_header((
+                    "RateLimit-Policy",
+                    format!("{};w={}", over.limit, over.window_secs),
+                ));
         }
         response.json(json!({ "error": body }))
     }

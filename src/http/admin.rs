@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use super::{body, method_not_allowed, not_found, AdminState};
 use crate::error::Error;
+use crate::policy::{AccessPolicy, Holder};
 use crate::store::Store;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -32,8 +33,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
+        web::resource("/admin/apps/{app_id}/policy")
+            .route(web::get().to(get_app_policy))
+            .route(web::put().to(put_app_policy))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::resource("/admin/keys/{key_id}")
             .route(web::get().to(get_key))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/keys/{key_id}/policy")
+            .route(web::get().to(get_key_policy))
+            .route(web::put().to(put_key_policy))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -157,6 +170,24 @@ pub fn parse_each_admin_body(body: &[u8]) {
         let _ = parse_rfc3339(&at);
     }
     let _ = json_body::<RotateKey>(&body);
+    let _ = policy_body(&body, Holder::App);
+    let _ = policy_body(&body, Holder::Key);
+}
+
+/// A `PUT .../policy` body: the whole policy, validated. An empty body is
+/// not "no policy" (that is `{}`): a client that lost its body must not
+/// lift every restriction by accident.
+fn policy_body(AdminBody(body): &AdminBody, holder: Holder) -> Result<AccessPolicy, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::InvalidRequest(
+            "the body must be the whole policy, e.g. {\"rules\": [{\"methods\": [\"GET\"], \"path\": \"/v1/*\"}]}; {} removes every restriction".into(),
+        ));
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+        let error = serde_json::from_slice::<serde_json::Value>(body).unwrap_err();
+        return Err(Error::InvalidJson(error.to_string()));
+    }
+    AccessPolicy::parse(body, holder).map_err(Error::InvalidRequest)
 }
 
 /// Runs a store call on the blocking pool.
@@ -201,6 +232,8 @@ async fn list_apps(_: AdminCaller, state: web::Data<AdminState>) -> Result<HttpR
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     expires_at: Option<String>,
+    /// A label for humans ("ERP sync, prod").
+    name: Option<String>,
 }
 
 pub fn parse_rfc3339(text: &str) -> Result<i64, Error> {
@@ -225,10 +258,12 @@ async fn create_key(
         .as_deref()
         .map(parse_rfc3339)
         .transpose()?;
+    let name = request.name;
     let key = blocking(&state, move |store| {
-        let key = store
-            .catalog()
-            .create_key(&app_id, expires_at, &caller.actor)?;
+        let key =
+            store
+                .catalog()
+                .create_key(&app_id, expires_at, name.as_deref(), &caller.actor)?;
         store.key_states_changed();
         Ok(key)
     })
@@ -291,6 +326,60 @@ async fn revoke_key(
     })
     .await?;
     Ok(HttpResponse::Ok().json(key))
+}
+
+async fn get_app_policy(
+    _: AdminCaller,
+    state: web::Data<AdminState>,
+    app_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let policy = blocking(&state, move |store| store.catalog().app_policy(&app_id)).await?;
+    Ok(HttpResponse::Ok().json(policy))
+}
+
+async fn put_app_policy(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    app_id: web::Path<String>,
+    body: AdminBody,
+) -> Result<HttpResponse, Error> {
+    let policy = policy_body(&body, Holder::App)?;
+    let stored = blocking(&state, move |store| {
+        let stored = store
+            .catalog()
+            .set_app_policy(&app_id, &policy, &caller.actor)?;
+        store.key_states_changed();
+        Ok(stored)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(stored))
+}
+
+async fn get_key_policy(
+    _: AdminCaller,
+    state: web::Data<AdminState>,
+    key_id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let policy = blocking(&state, move |store| store.catalog().key_policy(&key_id)).await?;
+    Ok(HttpResponse::Ok().json(policy))
+}
+
+async fn put_key_policy(
+    caller: AdminCaller,
+    state: web::Data<AdminState>,
+    key_id: web::Path<String>,
+    body: AdminBody,
+) -> Result<HttpResponse, Error> {
+    let policy = policy_body(&body, Holder::Key)?;
+    let stored = blocking(&state, move |store| {
+        let stored = store
+            .catalog()
+            .set_key_policy(&key_id, &policy, &caller.actor)?;
+        store.key_states_changed();
+        Ok(stored)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(stored))
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,8 @@ pub struct PublicState {
     pub public_origin: Option<PublicOrigin>,
     pub metrics: Arc<Metrics>,
     pub refusal_log: RefusalLog,
+    /// Peers whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `KEYGATE_PUBLIC_ORIGIN` split into what RFC 9421's derived components
@@ -138,6 +140,7 @@ impl Application {
             public_origin,
             metrics: metrics.clone(),
             refusal_log: RefusalLog::new(),
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         let upstream = config.upstream.clone();
         let mut public = HttpServer::new(move || {

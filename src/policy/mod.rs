@@ -125,8 +125,13 @@ impl Rule {
 impl AccessPolicy {
     /// The admin API's body (`PUT .../policy`) or the CLI's `--json`.
     pub fn parse(json: &[u8], holder: Holder) -> Result<AccessPolicy, String> {
+        // The error names the field at fault: `rate_limit.per_second: ...`.
         let document: PolicyDocument =
-            serde_json::from_slice(json).map_err(|e| format!("not a policy document: {e}"))?;
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(json))
+                .map_err(|e| match e.path().to_string().as_str() {
+                    "." => format!("not a policy document: {}", e.inner()),
+                    path => format!("{path}: {}", e.inner()),
+                })?;
         let rules = match document.rules {
             None => None,
             Some(rules) if rules.len() > MAX_RULES => {

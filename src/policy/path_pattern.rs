@@ -10,7 +10,8 @@
 //! 1. percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`)
 //!    decoded, and `%2F` decoded to `/` (an upstream that decodes it would
 //!    otherwise see segments the matcher did not), every other escape
-//!    upper-cased (`%3a` and `%3A` are one character);
+//!    upper-cased (`%3a` and `%3A` are one character), a stray `%` written
+//!    `%25`;
 //! 2. dot segments removed (RFC 3986 section 5.2.4), never above the root.
 
 use std::fmt;
@@ -64,6 +65,11 @@ impl PathPattern {
             ));
         }
         let normalized = normalize_path(if base.is_empty() { "/" } else { base });
+        // Normalising may lengthen it (a stray '%' is written `%25`), and
+        // what is stored must parse again.
+        if normalized.len() + 2 > MAX_PATTERN_LEN {
+            return Err(format!("a path pattern is at most {MAX_PATTERN_LEN} bytes"));
+        }
         Ok(if is_prefix {
             let prefix = normalized.trim_end_matches('/').to_owned();
             PathPattern {
@@ -109,7 +115,7 @@ fn hex_value(byte: u8) -> Option<u8> {
 }
 
 /// The form paths are matched in (see the module comment). Works on any
-/// input: a stray `%` is kept as it is.
+/// input, and normalising twice changes nothing (`fuzz/fuzz_targets/policy_path.rs`).
 pub fn normalize_path(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut decoded = String::with_capacity(path.len());
@@ -129,12 +135,20 @@ pub fn normalize_path(path: &str) -> String {
                 continue;
             }
         }
-        // A whole character: the input is a &str, so copy up to the next
+        if bytes[i] == b'%' {
+            // A stray '%' is the character itself, `%25` in normal form.
+            // Kept bare, `%%32%65` would become `%2e`, which a second pass
+            // (or an upstream that decodes twice) reads as '.'.
+            decoded.push_str("%25");
+            i += 1;
+            continue;
+        }
+        // Whole characters: the input is a &str, so copy up to the next
         // '%' or the end in one go.
-        let next = bytes[i + 1..]
+        let next = bytes[i..]
             .iter()
             .position(|&b| b == b'%')
-            .map_or(bytes.len(), |p| i + 1 + p);
+            .map_or(bytes.len(), |p| i + p);
         decoded.push_str(&path[i..next]);
         i = next;
     }
@@ -217,9 +231,12 @@ mod tests {
         assert_eq!(normalize_path("/a/b/.."), "/a/");
         assert_eq!(normalize_path("/../../a"), "/a");
         assert_eq!(normalize_path("/a/%3a/%7e"), "/a/%3A/~");
-        assert_eq!(normalize_path("/a%"), "/a%");
-        assert_eq!(normalize_path("/a%2"), "/a%2");
-        assert_eq!(normalize_path("/%zz"), "/%zz");
+        assert_eq!(normalize_path("/a%"), "/a%25");
+        assert_eq!(normalize_path("/a%2"), "/a%252");
+        assert_eq!(normalize_path("/%zz"), "/%25zz");
+        // Not a dot segment in two steps.
+        assert_eq!(normalize_path("/a/%%32%65%%32%65/b"), "/a/%252e%252e/b");
+        assert_eq!(normalize_path("/a/%252e%252e/b"), "/a/%252e%252e/b");
         assert_eq!(normalize_path("/é/ü"), "/é/ü");
         assert_eq!(normalize_path(""), "/");
     }
@@ -234,6 +251,21 @@ mod tests {
         let everything = PathPattern::parse("/*").unwrap();
         assert!(everything.matches("/"));
         assert!(everything.matches("/anything/at/all"));
+    }
+
+    /// Found by `cargo fuzz run policy_path`: a pattern of stray '%'s
+    /// parsed, but its normal form (each '%' written `%25`) was over the
+    /// length limit and did not parse again.
+    #[test]
+    fn a_pattern_parses_again_from_its_normal_form() {
+        let long = format!("/{}", "%".repeat(400));
+        match PathPattern::parse(&long) {
+            Ok(pattern) => assert_eq!(PathPattern::parse(pattern.as_str()), Ok(pattern)),
+            Err(e) => assert!(e.contains("at most"), "{e}"),
+        }
+        let pattern = PathPattern::parse("/a%/b/*").unwrap();
+        assert_eq!(pattern.as_str(), "/a%25/b/*");
+        assert_eq!(PathPattern::parse(pattern.as_str()), Ok(pattern));
     }
 
     #[test]

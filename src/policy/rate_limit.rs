@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 /// Bounds that keep a limit meaningful: beyond a million a second there is
 /// nothing left to limit.
 pub const MAX_PER_SECOND: f64 = 1_000_000.0;
+/// One request in 1000 s: slower than that is not a rate but a revocation.
+pub const MIN_PER_SECOND: f64 = 0.001;
 pub const MAX_BURST: u32 = 1_000_000;
 
 /// As the admin API shows it. `burst` is how many requests may arrive at
@@ -40,9 +42,9 @@ impl RateLimit {
         let per_second = document
             .per_second
             .ok_or("rate_limit needs per_second (requests per second, e.g. 50)")?;
-        if !(per_second.is_finite() && per_second > 0.0 && per_second <= MAX_PER_SECOND) {
+        if !(MIN_PER_SECOND..=MAX_PER_SECOND).contains(&per_second) {
             return Err(format!(
-                "rate_limit.per_second must be a number above 0 and at most {MAX_PER_SECOND}"
+                "rate_limit.per_second must be a number from {MIN_PER_SECOND} to {MAX_PER_SECOND}"
             ));
         }
         let burst = match document.burst {
@@ -148,6 +150,7 @@ mod tests {
             r#"{"per_second": 0}"#,
             r#"{"per_second": -1}"#,
             r#"{"per_second": 1e12}"#,
+            r#"{"per_second": 1e-300}"#,
             r#"{"per_second": 5, "burst": 0}"#,
             r#"{"per_second": 5, "burst": 1.5}"#,
             r#"{"per_second": 5, "burst": 1e9}"#,

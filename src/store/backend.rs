@@ -24,6 +24,16 @@ pub trait CatalogBackend: Send + Sync {
 
     fn insert_app(&self, app: &AppRow, event: &NewAuditEvent) -> Result<(), StoreError>;
     fn list_apps(&self) -> Result<Vec<AppRow>, StoreError>;
+    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError>;
+    /// Replaces the application's access policy (`None`: no policy) and
+    /// moves the `policy_seq` of each of its keys, in one transaction with
+    /// `event`. `AppNotFound` when the application does not exist.
+    fn set_app_policy(
+        &self,
+        app_id: &str,
+        policy: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError>;
 
     /// `AppNotFound` when the application does not exist.
     fn insert_key(
@@ -37,6 +47,8 @@ pub trait CatalogBackend: Send + Sync {
     fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError>;
     /// In one transaction: the old key must exist (`KeyNotFound`) and not
     /// be revoked (`Refused`); `new_key` joins the old key's application;
+    /// the new key takes the old one's name and access policy (a rotation
+    /// replaces a key's secret, not what it may do);
     /// the old key's expiry moves to `old_expires_at` unless it already
     /// expires sooner; `event` is written with the application's id.
     /// Returns the old key as it was before.
@@ -45,6 +57,15 @@ pub trait CatalogBackend: Send + Sync {
         old_key_id: &str,
         new_key: &StoredKey,
         old_expires_at: i64,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError>;
+    /// Replaces the key's access policy and moves its `policy_seq`, with
+    /// `event` (given the key's application id). `KeyNotFound` when the
+    /// key does not exist. Returns the key as it is after.
+    fn set_key_policy(
+        &self,
+        key_id: &str,
+        policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError>;
     /// Sets `revoked_at` and writes `event` (with the application's id)
@@ -60,10 +81,13 @@ pub trait CatalogBackend: Send + Sync {
 
     /// What the verifier needs of a key, its secret still sealed.
     fn verifying_key(&self, key_id: &str) -> Result<Option<SealedVerifyingKey>, StoreError>;
-    /// A number that moves whenever a key is created, revoked or has its
-    /// expiry changed, by any process: the key cache's cue to refresh.
+    /// The key's access policy and its application's, as stored now.
+    fn policies(&self, key_id: &str) -> Result<Option<StoredPolicies>, StoreError>;
+    /// A number that moves whenever a key is created, revoked, has its
+    /// expiry changed or its policy (or its application's) replaced, by any
+    /// process: the key cache's cue to refresh.
     fn keys_version(&self) -> Result<i64, StoreError>;
-    /// (key_id, expires_at, revoked_at) of every key.
+    /// Every key's expiry, revocation and policy version.
     fn key_states(&self) -> Result<Vec<KeyState>, StoreError>;
 
     /// Work the server's maintenance thread does every tick besides the
@@ -75,7 +99,10 @@ pub trait CatalogBackend: Send + Sync {
 /// The replay window's durable half: "record this batch of pairs, tell me
 /// which were new", with each key's revocation and expiry re-checked in
 /// the same transaction, so a key revoked through any process is refused
-/// from the moment the revocation commits.
+/// from the moment the revocation commits. So is its `policy_seq`: a pair
+/// whose request was checked against an older policy than the one stored
+/// is not recorded ([`PairOutcome::PolicyChanged`]), so a new policy
+/// applies from the next request on, in every process.
 ///
 /// Every call gives up at `deadline` (waiting for a lock, a connection or
 /// an answer) with `StoreError::Unavailable`: that is what bounds a
@@ -113,6 +140,8 @@ pub struct PairToRecord {
     /// When the request stops waiting: the database timeout after it
     /// asked for the pair to be recorded.
     pub deadline: Instant,
+    /// The key's policy version the request was checked against.
+    pub policy_seq: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +152,9 @@ pub enum PairOutcome {
     UnknownKey,
     KeyRevoked,
     KeyExpired,
+    /// Not recorded: the key's policy (or its application's) changed since
+    /// the request was checked; check it again and retry.
+    PolicyChanged,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +162,8 @@ pub struct AppRow {
     pub app_id: String,
     pub name: String,
     pub created_at: i64,
+    /// The access policy's JSON (`crate::policy`); `None`: no policy.
+    pub policy: Option<String>,
 }
 
 /// A key as stored, times in Unix seconds.
@@ -141,14 +175,19 @@ pub struct KeyRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// For humans: "ERP sync, prod".
+    pub name: Option<String>,
+    pub policy: Option<String>,
 }
 
 /// A new key's row: its secret only ever sealed.
+#[derive(Clone)]
 pub struct StoredKey {
     pub key_id: String,
     pub sealed: Sealed,
     pub created_at: i64,
     pub expires_at: Option<i64>,
+    pub name: Option<String>,
 }
 
 pub struct SealedVerifyingKey {
@@ -157,6 +196,16 @@ pub struct SealedVerifyingKey {
     pub sealed: Sealed,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub policies: StoredPolicies,
+}
+
+/// A key's access policy and its application's, as JSON text, and the
+/// key's policy version that both were read at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredPolicies {
+    pub key: Option<String>,
+    pub app: Option<String>,
+    pub policy_seq: i64,
 }
 
 /// An audit event to write. `app_id` may be left `None` by the caller
@@ -186,5 +235,11 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
-/// A key's id, expiry and revocation time, as the verifier's cache needs them.
-pub type KeyState = (String, Option<i64>, Option<i64>);
+/// What the verifier's cache refreshes of every key.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub key_id: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub policy_seq: i64,
+}

@@ -18,6 +18,7 @@ use super::{StoreError, VerifyingKey};
 use crate::clock;
 use crate::credentials::{self, MasterKey, Sealed, Secret};
 use crate::error::Error;
+use crate::policy::{AccessPolicy, Holder};
 
 /// A fixed plaintext sealed under the master key when a database is first
 /// opened; opening it later proves the configured master key is the right
@@ -30,6 +31,8 @@ pub struct App {
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// The access policy (CONTRACT.md section 8); `{}` when there is none.
+    pub policy: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,6 +71,8 @@ impl KeyStatus {
 pub struct KeyInfo {
     pub key_id: String,
     pub app_id: String,
+    /// For humans: "ERP sync, prod".
+    pub name: Option<String>,
     pub status: KeyStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -77,6 +82,9 @@ pub struct KeyInfo {
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The key's own access policy; `{}` when there is none. Its
+    /// application's applies too.
+    pub policy: serde_json::Value,
 }
 
 /// A key just created: the only value that ever carries the secret.
@@ -86,6 +94,7 @@ pub struct NewKey {
     #[serde(serialize_with = "serialize_secret")]
     pub secret: Secret,
     pub app_id: String,
+    pub name: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -121,6 +130,7 @@ impl From<AppRow> for App {
             app_id: row.app_id,
             name: row.name,
             created_at: datetime(row.created_at),
+            policy: AccessPolicy::from_stored(row.policy.as_deref(), Holder::App).to_json(),
         }
     }
 }
@@ -129,8 +139,10 @@ impl KeyInfo {
     fn from_row(row: KeyRow, now: i64) -> KeyInfo {
         KeyInfo {
             status: KeyStatus::at(now, row.expires_at, row.revoked_at),
+            policy: AccessPolicy::from_stored(row.policy.as_deref(), Holder::Key).to_json(),
             key_id: row.key_id,
             app_id: row.app_id,
+            name: row.name,
             created_at: datetime(row.created_at),
             expires_at: row.expires_at.map(datetime),
             revoked_at: row.revoked_at.map(datetime),
@@ -245,16 +257,12 @@ impl Catalog {
     }
 
     pub fn create_app(&self, name: &str, actor: &str) -> Result<App, Error> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-            return Err(Error::InvalidRequest(
-                "name must be 1 to 200 characters with no control characters".into(),
-            ));
-        }
+        let name = checked_name(name)?;
         let row = AppRow {
             app_id: credentials::new_app_id(),
-            name: name.to_owned(),
+            name,
             created_at: clock::now(),
+            policy: None,
         };
         let event = self.event(
             actor,
@@ -277,7 +285,7 @@ impl Catalog {
     }
 
     /// A fresh key id and secret, the secret sealed for storage.
-    fn new_key(&self, expires_at: Option<i64>) -> (StoredKey, Secret) {
+    fn new_key(&self, expires_at: Option<i64>, name: Option<String>) -> (StoredKey, Secret) {
         let key_id = credentials::new_key_id();
         let secret = credentials::new_secret();
         let sealed = self.master_key.seal(secret.expose().as_bytes(), &key_id);
@@ -286,26 +294,31 @@ impl Catalog {
             sealed,
             created_at: clock::now(),
             expires_at,
+            name,
         };
         (stored, secret)
     }
 
-    fn created(stored: StoredKey, secret: Secret, app_id: String) -> NewKey {
+    fn created(stored: StoredKey, secret: Secret, app_id: String, name: Option<String>) -> NewKey {
         NewKey {
             key_id: stored.key_id,
             secret,
             app_id,
+            name,
             created_at: datetime(stored.created_at),
             expires_at: stored.expires_at.map(datetime),
         }
     }
 
+    /// `name` is a label for humans ("ERP sync, prod"), optional.
     pub fn create_key(
         &self,
         app_id: &str,
         expires_at: Option<i64>,
+        name: Option<&str>,
         actor: &str,
     ) -> Result<NewKey, Error> {
+        let name = name.map(checked_name).transpose()?;
         if let Some(at) = expires_at {
             if at <= clock::now() {
                 return Err(Error::InvalidRequest(
@@ -313,16 +326,16 @@ impl Catalog {
                 ));
             }
         }
-        let (stored, secret) = self.new_key(expires_at);
+        let (stored, secret) = self.new_key(expires_at, name.clone());
         let event = self.event(
             actor,
             "key.create",
             Some(app_id),
             Some(&stored.key_id),
-            json!({ "expires_at": expires_at }),
+            json!({ "expires_at": expires_at, "name": name }),
         );
         self.backend.insert_key(app_id, &stored, &event)?;
-        Ok(Self::created(stored, secret, app_id.to_owned()))
+        Ok(Self::created(stored, secret, app_id.to_owned(), name))
     }
 
     pub fn list_keys(&self, app_id: &str) -> Result<Vec<KeyInfo>, Error> {
@@ -358,7 +371,7 @@ impl Catalog {
                 "grace_seconds must be between 0 and {MAX_GRACE_SECONDS}"
             )));
         }
-        let (stored, secret) = self.new_key(None);
+        let (stored, secret) = self.new_key(None, None);
         let event = self.event(
             actor,
             "key.rotate",
@@ -369,7 +382,9 @@ impl Catalog {
         let old = self
             .backend
             .rotate_key(key_id, &stored, clock::now() + grace_seconds, &event)?;
-        Ok(Self::created(stored, secret, old.app_id))
+        // The new key carries the old one's name and policy (the backend
+        // copied them in the same transaction).
+        Ok(Self::created(stored, secret, old.app_id, old.name))
     }
 
     /// Revoking twice is not an error: the key stays revoked from the first
@@ -379,6 +394,67 @@ impl Catalog {
         let event = self.event(actor, "key.revoke", None, Some(key_id), json!({}));
         let row = self.backend.revoke_key(key_id, now, &event)?;
         Ok(KeyInfo::from_row(row, now))
+    }
+
+    /// An application's access policy, as the admin API shows it.
+    pub fn app_policy(&self, app_id: &str) -> Result<serde_json::Value, Error> {
+        let app = self
+            .backend
+            .app(app_id)?
+            .ok_or_else(|| StoreError::AppNotFound(app_id.to_owned()))?;
+        Ok(App::from(app).policy)
+    }
+
+    /// Replaces an application's access policy; it applies to each of its
+    /// keys from their next request on. Returns the policy as stored.
+    pub fn set_app_policy(
+        &self,
+        app_id: &str,
+        policy: &AccessPolicy,
+        actor: &str,
+    ) -> Result<serde_json::Value, Error> {
+        if policy.source_cidrs.is_some() {
+            return Err(Error::InvalidRequest(
+                "source_cidrs belongs on a key's policy, not an application's".into(),
+            ));
+        }
+        let shown = policy.to_json();
+        let event = self.event(
+            actor,
+            "app.policy",
+            Some(app_id),
+            None,
+            json!({ "policy": shown }),
+        );
+        self.backend
+            .set_app_policy(app_id, policy.to_stored().as_deref(), &event)?;
+        Ok(shown)
+    }
+
+    /// A key's own access policy, as the admin API shows it.
+    pub fn key_policy(&self, key_id: &str) -> Result<serde_json::Value, Error> {
+        Ok(self.key_info(key_id)?.policy)
+    }
+
+    /// Replaces a key's own access policy (its application's still
+    /// applies too). Returns the policy as stored.
+    pub fn set_key_policy(
+        &self,
+        key_id: &str,
+        policy: &AccessPolicy,
+        actor: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let shown = policy.to_json();
+        let event = self.event(
+            actor,
+            "key.policy",
+            None,
+            Some(key_id),
+            json!({ "policy": shown }),
+        );
+        self.backend
+            .set_key_policy(key_id, policy.to_stored().as_deref(), &event)?;
+        Ok(shown)
     }
 
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, Error> {
@@ -411,6 +487,19 @@ impl Catalog {
             secret: Secret::new(secret),
             expires_at: row.expires_at,
             revoked_at: row.revoked_at,
+            policies: row.policies,
         }))
     }
+}
+
+/// An application's or a key's name: 1 to 200 characters, trimmed, no
+/// control characters (it is shown in terminals and the console).
+fn checked_name(name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(Error::InvalidRequest(
+            "name must be 1 to 200 characters with no control characters".into(),
+        ));
+    }
+    Ok(name.to_owned())
 }

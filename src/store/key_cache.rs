@@ -1,15 +1,20 @@
 //! Verifying keys kept in memory, so a signed request costs no database read
 //! and no decryption. A key's id, application and secret never change; only
-//! its expiry and revocation do, and those are atomics refreshed when the
-//! database's `keys_version` moves (see `Store::refresh_key_states`).
+//! its expiry, revocation and access policy do. Expiry and revocation are
+//! atomics, the policy an `ArcSwap`, all refreshed when the database's
+//! `keys_version` moves (see `Store::refresh_key_states`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+use arc_swap::ArcSwap;
+
+use super::backend::StoredPolicies;
 use super::catalog::KeyStatus;
 use crate::credentials::Secret;
 use crate::error::Error;
+use crate::policy::{Compiled, Enforced, Holder};
 use crate::signature::SigningKey;
 
 /// What the verifier needs of a key, secret decrypted: what the cache is
@@ -21,6 +26,7 @@ pub struct VerifyingKey {
     pub secret: Secret,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub policies: StoredPolicies,
 }
 
 /// Stands for "none" in the atomics below.
@@ -33,6 +39,9 @@ pub struct CachedKey {
     pub signing_key: SigningKey,
     expires_at: AtomicI64,
     revoked_at: AtomicI64,
+    /// The key's access policy and its application's, as of a policy
+    /// version: swapped whole when either changes.
+    policy: ArcSwap<Enforced>,
     /// Last accepted request (Unix seconds), and the value last written to
     /// the database: last-used times are flushed in batches, not per request.
     last_used_at: AtomicI64,
@@ -51,6 +60,11 @@ impl CachedKey {
         KeyStatus::at(now, load(&self.expires_at), load(&self.revoked_at)).check_usable()
     }
 
+    /// The policy to check a request against now.
+    pub fn policy(&self) -> Arc<Enforced> {
+        self.policy.load_full()
+    }
+
     pub fn mark_used(&self, now: i64) {
         // Read first: the value changes once a second, and a write on every
         // request would bounce this cache line between the workers' cores.
@@ -64,6 +78,9 @@ impl CachedKey {
 pub struct KeyCache {
     keys: RwLock<HashMap<Arc<str>, Arc<CachedKey>>>,
     version: AtomicI64,
+    /// Each application's compiled policy, shared by its keys, so that an
+    /// application's rate limit counts all of its keys' requests together.
+    apps: Mutex<HashMap<String, Arc<Compiled>>>,
 }
 
 impl KeyCache {
@@ -79,8 +96,52 @@ impl KeyCache {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// `previous`: the key's policy now, whose compiled form (and rate
+    /// count) is kept when its text did not change.
+    fn enforced(
+        &self,
+        app_id: &str,
+        stored: StoredPolicies,
+        previous: Option<&Enforced>,
+    ) -> Enforced {
+        let app = {
+            let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+            match apps.get(app_id) {
+                Some(app) if app.stored() == stored.app.as_deref() => app.clone(),
+                _ => {
+                    let app = Arc::new(Compiled::new(stored.app, Holder::App));
+                    apps.insert(app_id.to_owned(), app.clone());
+                    app
+                }
+            }
+        };
+        let key = match previous {
+            Some(previous) if previous.key.stored() == stored.key.as_deref() => {
+                previous.key.clone()
+            }
+            _ => Arc::new(Compiled::new(stored.key, Holder::Key)),
+        };
+        Enforced {
+            app,
+            key,
+            policy_seq: stored.policy_seq,
+        }
+    }
+
+    /// Replaces a cached key's policies with those just read, unless the
+    /// cache already holds a newer version.
+    pub(crate) fn set_policies(&self, key: &CachedKey, stored: StoredPolicies) {
+        let current = key.policy.load();
+        if current.policy_seq > stored.policy_seq {
+            return;
+        }
+        let enforced = self.enforced(&key.app_id, stored, Some(&current));
+        key.policy.store(Arc::new(enforced));
+    }
+
     pub(crate) fn insert(&self, loaded: VerifyingKey) -> Arc<CachedKey> {
         let key_id: Arc<str> = Arc::from(loaded.key_id.as_str());
+        let policy = self.enforced(&loaded.app_id, loaded.policies, None);
         let key = Arc::new(CachedKey {
             key_id: key_id.clone(),
             app_id: loaded.app_id,
@@ -88,6 +149,7 @@ impl KeyCache {
             signing_key: SigningKey::new(loaded.secret.expose()),
             expires_at: AtomicI64::new(to_atomic(loaded.expires_at)),
             revoked_at: AtomicI64::new(to_atomic(loaded.revoked_at)),
+            policy: ArcSwap::from_pointee(policy),
             last_used_at: AtomicI64::new(NEVER),
             last_used_flushed: AtomicI64::new(NEVER),
         });
@@ -97,18 +159,15 @@ impl KeyCache {
         keys.entry(key_id).or_insert(key).clone()
     }
 
-    pub(crate) fn update_state(
-        &self,
-        key_id: &str,
-        expires_at: Option<i64>,
-        revoked_at: Option<i64>,
-    ) {
-        if let Some(key) = self.get(key_id) {
-            key.expires_at
-                .store(to_atomic(expires_at), Ordering::Release);
-            key.revoked_at
-                .store(to_atomic(revoked_at), Ordering::Release);
-        }
+    /// Updates a cached key's expiry and revocation; returns the key when
+    /// its policy version moved, for the caller to read the new policies.
+    pub(crate) fn update_state(&self, state: &super::backend::KeyState) -> Option<Arc<CachedKey>> {
+        let key = self.get(&state.key_id)?;
+        key.expires_at
+            .store(to_atomic(state.expires_at), Ordering::Release);
+        key.revoked_at
+            .store(to_atomic(state.revoked_at), Ordering::Release);
+        (key.policy.load().policy_seq != state.policy_seq).then_some(key)
     }
 
     pub(crate) fn version(&self) -> i64 {

@@ -246,15 +246,42 @@ impl Store {
     }
 
     /// Records (key, nonce) durably; `Ok` only once it is committed.
+    /// `policy_seq` is the policy version the request was checked against:
+    /// `Err(PolicyChanged)` when the stored one is newer (see
+    /// [`Self::reload_policies`]).
     pub async fn record_nonce(
         &self,
         key: &CachedKey,
         nonce: &str,
         expires_at: i64,
+        policy_seq: i64,
     ) -> Result<(), Error> {
         self.nonces
-            .record(key.key_id.clone(), nonce, expires_at)
+            .record(key.key_id.clone(), nonce, expires_at, policy_seq)
             .await
+    }
+
+    /// Reads a key's policies (and its application's) from the database
+    /// into the cache: after the ledger said they changed, or before a
+    /// policy refusal, so the request is checked against the stored ones.
+    /// `true` when they had changed.
+    pub async fn reload_policies(self: &Arc<Self>, key: &Arc<CachedKey>) -> Result<bool, Error> {
+        let store = self.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let stored = store
+                .catalog
+                .backend()
+                .policies(&key.key_id)?
+                .ok_or(Error::UnknownKey)?;
+            let changed = stored.policy_seq != key.policy().policy_seq;
+            if changed {
+                store.keys.set_policies(&key, stored);
+            }
+            Ok(changed)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("policy lookup: {e}")))?
     }
 
     /// The nonce writer's counters, for `GET /admin/metrics`.
@@ -289,8 +316,12 @@ impl Store {
         let backend = self.catalog.backend();
         let version = backend.keys_version()?;
         if version != self.keys.version() {
-            for (key_id, expires_at, revoked_at) in backend.key_states()? {
-                self.keys.update_state(&key_id, expires_at, revoked_at);
+            for state in backend.key_states()? {
+                if let Some(key) = self.keys.update_state(&state) {
+                    if let Some(policies) = backend.policies(&state.key_id)? {
+                        self.keys.set_policies(&key, policies);
+                    }
+                }
             }
             self.keys.set_version(version);
         }
@@ -367,12 +398,12 @@ mod tests {
         let app = store.catalog().create_app("test", "test").unwrap();
         let key_id = store
             .catalog()
-            .create_key(&app.app_id, None, "test")
+            .create_key(&app.app_id, None, None, "test")
             .unwrap()
             .key_id;
         let key = block_on(store.find_key(&key_id)).unwrap().unwrap();
         let until = crate::clock::now() + 60;
-        block_on(store.record_nonce(&key, "nonce-before-revocation", until)).unwrap();
+        block_on(store.record_nonce(&key, "nonce-before-revocation", until, 0)).unwrap();
 
         let other = rusqlite::Connection::open(dir.path().join("keygate.db")).unwrap();
         other
@@ -381,7 +412,7 @@ mod tests {
                 rusqlite::params![&key_id, crate::clock::now() - 1],
             )
             .unwrap();
-        let refused = block_on(store.record_nonce(&key, "nonce-after-revocation", until));
+        let refused = block_on(store.record_nonce(&key, "nonce-after-revocation", until, 0));
         assert!(matches!(refused, Err(Error::KeyRevoked)), "{refused:?}");
     }
 }

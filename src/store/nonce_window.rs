@@ -161,13 +161,15 @@ impl NonceWindow {
     }
 
     /// Resolves once the pair is committed (`Ok`), or with the reason it
-    /// was not: `NonceReused`, `KeyRevoked`, `KeyExpired`, `UnknownKey` or
-    /// `Unavailable`.
+    /// was not: `NonceReused`, `KeyRevoked`, `KeyExpired`, `UnknownKey`,
+    /// `PolicyChanged` (checked against an older policy than the stored
+    /// one: check again) or `Unavailable`.
     pub async fn record(
         &self,
         key_id: Arc<str>,
         nonce: &str,
         expires_at: i64,
+        policy_seq: i64,
     ) -> Result<(), Error> {
         let hash = self.hasher.hash(&key_id, nonce);
         #[cfg(feature = "bench-decomposition")]
@@ -188,6 +190,7 @@ impl NonceWindow {
             expires_at,
             hash,
             deadline,
+            policy_seq,
         };
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
@@ -244,6 +247,7 @@ impl From<PairOutcome> for Result<(), Error> {
             PairOutcome::UnknownKey => Err(Error::UnknownKey),
             PairOutcome::KeyRevoked => Err(Error::KeyRevoked),
             PairOutcome::KeyExpired => Err(Error::KeyExpired),
+            PairOutcome::PolicyChanged => Err(Error::PolicyChanged),
         }
     }
 }

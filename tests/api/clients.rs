@@ -167,6 +167,37 @@ fn check_example(language: &str) {
         "{language} shows both strings to sign: {stdout}"
     );
 
+    // The access policy's refusals, printed like the others.
+    let policy_path = format!("/admin/keys/{}/policy", key.key_id);
+    let only_whoami = serde_json::json!({
+        "rules": [{ "methods": ["GET"], "path": "/v1/whoami" }],
+        "rate_limit": { "per_second": 0.01, "burst": 1 },
+    });
+    assert_eq!(
+        app.admin("PUT", &policy_path, Some(only_whoami)).status,
+        200
+    );
+    let refused = run(language, &app, &key);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{language}: {stdout}");
+    for expected in [
+        "-> 200",
+        "POST /v1/echo -> 403",
+        "forbidden",
+        "POST /v1/echo",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{language} prints {expected:?}: {stdout}"
+        );
+    }
+    let limited = run(language, &app, &key);
+    let stdout = String::from_utf8_lossy(&limited.stdout);
+    assert!(
+        stdout.contains("-> 429") && stdout.contains("rate_limited"),
+        "{language} prints the rate limit: {stdout}"
+    );
+
     let (input, expected) = vector_lines();
     let mut child = command(language)
         .arg("--sign-vectors")

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// An upstream that answers with what it received, and counts requests.
-fn spawn_upstream() -> (String, Arc<AtomicUsize>) {
+pub fn spawn_upstream() -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -283,9 +283,24 @@ impl TestApp {
         body: &[u8],
         authorization: Option<&str>,
     ) -> Answer {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|auth| ("Authorization", auth))
+            .into_iter()
+            .collect();
+        self.send_with(method, target, body, &headers)
+    }
+
+    /// Like `send`, with any headers.
+    pub fn send_with(
+        &self,
+        method: &str,
+        target: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut req = ureq::request(method, &self.url(target));
-        if let Some(auth) = authorization {
-            req = req.set("Authorization", auth);
+        for (name, value) in headers {
+            req = req.set(name, value);
         }
         answer(if body.is_empty() {
             req.call()

@@ -12,6 +12,7 @@ mod helpers;
 mod kg1;
 mod limits;
 mod multi_instance;
+mod policy;
 mod postgres_server;
 mod properties;
 mod rfc9421;

@@ -9,7 +9,7 @@ use super::{PgConnection, Session, Work};
 use crate::credentials::Sealed;
 use crate::store::backend::{
     AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, NewAuditEvent, SealedVerifyingKey,
-    StoredKey,
+    StoredKey, StoredPolicies,
 };
 use crate::store::StoreError;
 
@@ -19,6 +19,13 @@ use crate::store::StoreError;
 /// rows rather than wait (SKIP LOCKED).
 const PURGE_CHUNK: i64 = 5000;
 const PURGE_MAX_CHUNKS: usize = 20;
+
+/// Prepared once per session (`Session::prepared` keys by `&'static str`).
+const VERIFYING_KEY: &str = "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, \
+     k.expires_at, k.revoked_at, k.policy, a.policy, k.policy_seq \
+     FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = $1";
+const POLICIES_OF_KEY: &str = "SELECT k.policy, a.policy, k.policy_seq \
+     FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = $1";
 
 pub(crate) struct PgCatalog {
     conn: PgConnection,
@@ -35,7 +42,8 @@ enum Found<T> {
     Revoked,
 }
 
-const KEY_COLUMNS: &str = "key_id, app_id, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str =
+    "key_id, app_id, created_at, expires_at, revoked_at, last_used_at, name, policy";
 
 fn key_row(row: &Row) -> KeyRow {
     KeyRow {
@@ -45,6 +53,27 @@ fn key_row(row: &Row) -> KeyRow {
         expires_at: row.get(3),
         revoked_at: row.get(4),
         last_used_at: row.get(5),
+        name: row.get(6),
+        policy: row.get(7),
+    }
+}
+
+const APP_COLUMNS: &str = "app_id, name, created_at, policy";
+
+fn app_row(row: &Row) -> AppRow {
+    AppRow {
+        app_id: row.get(0),
+        name: row.get(1),
+        created_at: row.get(2),
+        policy: row.get(3),
+    }
+}
+
+fn policies_at(row: &Row, first: usize) -> StoredPolicies {
+    StoredPolicies {
+        key: row.get(first),
+        app: row.get(first + 1),
+        policy_seq: row.get(first + 2),
     }
 }
 
@@ -90,11 +119,13 @@ async fn insert_key_in<C: GenericClient>(
     client: &C,
     app_id: &str,
     key: &OwnedKey,
+    name: Option<&str>,
+    policy: Option<&str>,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, \
+             expires_at, name, policy) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &key.key_id,
                 &app_id,
@@ -102,6 +133,8 @@ async fn insert_key_in<C: GenericClient>(
                 &key.ciphertext,
                 &key.created_at,
                 &key.expires_at,
+                &name,
+                &policy,
             ],
         )
         .await?;
@@ -115,6 +148,7 @@ struct OwnedKey {
     ciphertext: Vec<u8>,
     created_at: i64,
     expires_at: Option<i64>,
+    name: Option<String>,
 }
 
 impl From<&StoredKey> for OwnedKey {
@@ -125,6 +159,7 @@ impl From<&StoredKey> for OwnedKey {
             ciphertext: key.sealed.ciphertext.clone(),
             created_at: key.created_at,
             expires_at: key.expires_at,
+            name: key.name.clone(),
         }
     }
 }
@@ -187,8 +222,8 @@ impl CatalogBackend for PgCatalog {
             Box::pin(async move {
                 let tx = s.client.transaction().await?;
                 tx.execute(
-                    "INSERT INTO apps(app_id, name, created_at) VALUES ($1, $2, $3)",
-                    &[&app.app_id, &app.name, &app.created_at],
+                    "INSERT INTO apps(app_id, name, created_at, policy) VALUES ($1, $2, $3, $4)",
+                    &[&app.app_id, &app.name, &app.created_at, &app.policy],
                 )
                 .await?;
                 write_event(&tx, &event, None).await?;
@@ -203,20 +238,96 @@ impl CatalogBackend for PgCatalog {
                 let rows = s
                     .client
                     .query(
-                        "SELECT app_id, name, created_at FROM apps ORDER BY created_at, app_id",
+                        &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, app_id"),
                         &[],
                     )
                     .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| AppRow {
-                        app_id: r.get(0),
-                        name: r.get(1),
-                        created_at: r.get(2),
-                    })
-                    .collect())
+                Ok(rows.iter().map(app_row).collect())
             })
         }))
+    }
+
+    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        let app_id = app_id.to_owned();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                Ok(s.client
+                    .query_opt(
+                        &format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = $1"),
+                        &[&app_id],
+                    )
+                    .await?
+                    .map(|row| app_row(&row)))
+            })
+        }))
+    }
+
+    fn set_app_policy(
+        &self,
+        app_id: &str,
+        policy: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        let (owned_app, policy, event) =
+            (app_id.to_owned(), policy.map(str::to_owned), event.clone());
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE apps SET policy = $2 WHERE app_id = $1",
+                        &[&owned_app, &policy],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Ok(Found::NoApp);
+                }
+                // Like a revocation, this waits for nonce batches holding
+                // the keys' rows, and every later batch sees the new
+                // policy_seq (see ledger.rs).
+                tx.execute(
+                    "UPDATE keys SET policy_seq = policy_seq + 1 WHERE app_id = $1",
+                    &[&owned_app],
+                )
+                .await?;
+                write_event(&tx, &event, None).await?;
+                tx.commit().await?;
+                Ok(Found::Yes(()))
+            })
+        }))?;
+        found(outcome, app_id, "")
+    }
+
+    fn set_key_policy(
+        &self,
+        key_id: &str,
+        policy: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError> {
+        let (owned_key, policy, event) =
+            (key_id.to_owned(), policy.map(str::to_owned), event.clone());
+        let outcome = self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let tx = s.client.transaction().await?;
+                let changed = tx
+                    .execute(
+                        "UPDATE keys SET policy = $2, policy_seq = policy_seq + 1 \
+                         WHERE key_id = $1",
+                        &[&owned_key, &policy],
+                    )
+                    .await?;
+                if changed == 0 {
+                    return Ok(Found::NoKey);
+                }
+                let Some(key) = key_in(&tx, &owned_key, false).await? else {
+                    return Ok(Found::NoKey);
+                };
+                write_event(&tx, &event, Some(&key.app_id)).await?;
+                tx.commit().await?;
+                Ok(Found::Yes(key))
+            })
+        }))?;
+        found(outcome, "", key_id)
     }
 
     fn insert_key(
@@ -240,7 +351,7 @@ impl CatalogBackend for PgCatalog {
                 if !exists {
                     return Ok(Found::NoApp);
                 }
-                insert_key_in(&tx, &owned_app, &key).await?;
+                insert_key_in(&tx, &owned_app, &key, key.name.as_deref(), None).await?;
                 write_event(&tx, &event, None).await?;
                 tx.commit().await?;
                 Ok(Found::Yes(()))
@@ -304,7 +415,8 @@ impl CatalogBackend for PgCatalog {
                 if old.revoked_at.is_some() {
                     return Ok(Found::Revoked);
                 }
-                insert_key_in(&tx, &old.app_id, &new_key).await?;
+                let name = new_key.name.as_deref().or(old.name.as_deref());
+                insert_key_in(&tx, &old.app_id, &new_key, name, old.policy.as_deref()).await?;
                 tx.execute(
                     "UPDATE keys SET expires_at = $2 WHERE key_id = $1 \
                      AND (expires_at IS NULL OR expires_at > $2)",
@@ -386,12 +498,7 @@ impl CatalogBackend for PgCatalog {
         let key_id = key_id.to_owned();
         self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
-                let statement = s
-                    .prepared(
-                        "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, k.expires_at, k.revoked_at \
-                         FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = $1",
-                    )
-                    .await?;
+                let statement = s.prepared(VERIFYING_KEY).await?;
                 Ok(s.client
                     .query_opt(&statement, &[&key_id])
                     .await?
@@ -404,7 +511,21 @@ impl CatalogBackend for PgCatalog {
                         },
                         expires_at: r.get(4),
                         revoked_at: r.get(5),
+                        policies: policies_at(&r, 6),
                     }))
+            })
+        }))
+    }
+
+    fn policies(&self, key_id: &str) -> Result<Option<StoredPolicies>, StoreError> {
+        let key_id = key_id.to_owned();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                let statement = s.prepared(POLICIES_OF_KEY).await?;
+                Ok(s.client
+                    .query_opt(&statement, &[&key_id])
+                    .await?
+                    .map(|r| policies_at(&r, 0)))
             })
         }))
     }
@@ -423,11 +544,19 @@ impl CatalogBackend for PgCatalog {
             Box::pin(async move {
                 let rows = s
                     .client
-                    .query("SELECT key_id, expires_at, revoked_at FROM keys", &[])
+                    .query(
+                        "SELECT key_id, expires_at, revoked_at, policy_seq FROM keys",
+                        &[],
+                    )
                     .await?;
                 Ok(rows
                     .iter()
-                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .map(|r| KeyState {
+                        key_id: r.get(0),
+                        expires_at: r.get(1),
+                        revoked_at: r.get(2),
+                        policy_seq: r.get(3),
+                    })
                     .collect())
             })
         }))

@@ -3,7 +3,8 @@
 //! share it.
 //!
 //! The statement locks the batch's key rows FOR SHARE and reads their
-//! revocation and expiry, inserts the pairs of usable keys with ON
+//! revocation, expiry and policy version, inserts the pairs of usable keys
+//! checked against the current policy with ON
 //! CONFLICT DO NOTHING, and returns both the key states and the pairs it
 //! inserted. A pair it returns is new across every instance (the primary
 //! key decides); one it does not return was there already, or its key is
@@ -29,22 +30,25 @@ macro_rules! record_batch {
     ($on_conflict:literal) => {
         concat!(
             "WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) AS b(key_id, nonce, expires_at)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $6::int8[])
+        AS b(key_id, nonce, expires_at, policy_seq)
 ), key_state AS (
-    SELECT key_id, expires_at, revoked_at FROM keys WHERE key_id = ANY($4::text[]) FOR SHARE
+    SELECT key_id, expires_at, revoked_at, policy_seq FROM keys
+    WHERE key_id = ANY($4::text[]) FOR SHARE
 ), recorded AS (
     INSERT INTO nonces (key_id, nonce, expires_at)
     SELECT b.key_id, b.nonce, b.expires_at
     FROM batch b JOIN key_state k ON k.key_id = b.key_id
     WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $5)
+        AND k.policy_seq = b.policy_seq
     ",
             $on_conflict,
             "
     RETURNING key_id, nonce
 )
-SELECT key_id, NULL::text, expires_at, revoked_at FROM key_state
+SELECT key_id, NULL::text, expires_at, revoked_at, policy_seq FROM key_state
 UNION ALL
-SELECT key_id, nonce, NULL, NULL FROM recorded"
+SELECT key_id, nonce, NULL, NULL, NULL FROM recorded"
         )
     };
 }
@@ -80,7 +84,8 @@ impl PgLedger {
 /// What the statement answered: each key's state, and the pairs inserted.
 #[derive(Default)]
 struct Answer {
-    keys: HashMap<String, KeyStatus>,
+    /// Each key's state and policy version.
+    keys: HashMap<String, (KeyStatus, i64)>,
     /// Nonces inserted, by key id.
     recorded: HashMap<String, HashSet<String>>,
 }
@@ -95,14 +100,15 @@ impl NonceLedger for PgLedger {
         let key_ids: Vec<String> = pairs.iter().map(|p| p.key_id.to_string()).collect();
         let nonces: Vec<String> = pairs.iter().map(|p| p.nonce.to_string()).collect();
         let expiries: Vec<i64> = pairs.iter().map(|p| p.expires_at).collect();
+        let policy_seqs: Vec<i64> = pairs.iter().map(|p| p.policy_seq).collect();
         let mut distinct: Vec<String> = key_ids.clone();
         distinct.sort_unstable();
         distinct.dedup();
         let answer = self.conn.run_until(
             Box::new(move |s: &mut Session| {
                 Box::pin(async move {
-                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                        [&key_ids, &nonces, &expiries, &distinct, &now];
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                        [&key_ids, &nonces, &expiries, &distinct, &now, &policy_seqs];
                     let fast = s.prepared(RECORD_NEW_BATCH).await?;
                     let rows = match s.client.query(&fast, &params).await {
                         Ok(rows) => rows,
@@ -121,7 +127,7 @@ impl NonceLedger for PgLedger {
                             }
                             None => {
                                 let status = KeyStatus::at(now, row.get(2), row.get(3));
-                                answer.keys.insert(key_id, status);
+                                answer.keys.insert(key_id, (status, row.get(4)));
                             }
                         }
                     }
@@ -134,9 +140,12 @@ impl NonceLedger for PgLedger {
             .iter()
             .map(|pair| match answer.keys.get(&*pair.key_id) {
                 None => PairOutcome::UnknownKey,
-                Some(KeyStatus::Revoked) => PairOutcome::KeyRevoked,
-                Some(KeyStatus::Expired) => PairOutcome::KeyExpired,
-                Some(KeyStatus::Active | KeyStatus::Expiring) => {
+                Some((KeyStatus::Revoked, _)) => PairOutcome::KeyRevoked,
+                Some((KeyStatus::Expired, _)) => PairOutcome::KeyExpired,
+                Some((_, policy_seq)) if *policy_seq != pair.policy_seq => {
+                    PairOutcome::PolicyChanged
+                }
+                Some((KeyStatus::Active | KeyStatus::Expiring, _)) => {
                     let inserted = answer.recorded.get(&*pair.key_id);
                     if inserted.is_some_and(|nonces| nonces.contains(&*pair.nonce)) {
                         PairOutcome::Recorded

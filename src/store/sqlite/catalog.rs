@@ -11,7 +11,7 @@ use super::{open_connection, unavailable, Settings};
 use crate::credentials::Sealed;
 use crate::store::backend::{
     AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, NewAuditEvent, SealedVerifyingKey,
-    StoredKey,
+    StoredKey, StoredPolicies,
 };
 use crate::store::StoreError;
 
@@ -29,7 +29,8 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-const KEY_COLUMNS: &str = "key_id, app_id, created_at, expires_at, revoked_at, last_used_at";
+const KEY_COLUMNS: &str =
+    "key_id, app_id, created_at, expires_at, revoked_at, last_used_at, name, policy";
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok(KeyRow {
@@ -39,6 +40,31 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
         expires_at: r.get(3)?,
         revoked_at: r.get(4)?,
         last_used_at: r.get(5)?,
+        name: r.get(6)?,
+        policy: r.get(7)?,
+    })
+}
+
+const APP_COLUMNS: &str = "app_id, name, created_at, policy";
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
+    Ok(AppRow {
+        app_id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        policy: r.get(3)?,
+    })
+}
+
+/// The statement the verifier's policies are read with; `k` and `a` are
+/// the key's and its application's rows.
+const POLICIES: &str = "k.policy, a.policy, k.policy_seq";
+
+fn policies_at(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<StoredPolicies> {
+    Ok(StoredPolicies {
+        key: r.get(first)?,
+        app: r.get(first + 1)?,
+        policy_seq: r.get(first + 2)?,
     })
 }
 
@@ -77,17 +103,24 @@ fn write_event(
     Ok(())
 }
 
-fn insert_key_in(tx: &Transaction<'_>, app_id: &str, key: &StoredKey) -> Result<(), StoreError> {
+fn insert_key_in(
+    tx: &Transaction<'_>,
+    app_id: &str,
+    key: &StoredKey,
+    policy: Option<&str>,
+) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at, expires_at, \
+         name, policy) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             key.key_id,
             app_id,
             key.sealed.nonce,
             key.sealed.ciphertext,
             key.created_at,
-            key.expires_at
+            key.expires_at,
+            key.name,
+            policy
         ],
     )?;
     Ok(())
@@ -169,8 +202,8 @@ impl CatalogBackend for SqliteCatalog {
     fn insert_app(&self, app: &AppRow, event: &NewAuditEvent) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO apps(app_id, name, created_at) VALUES (?1, ?2, ?3)",
-                params![app.app_id, app.name, app.created_at],
+                "INSERT INTO apps(app_id, name, created_at, policy) VALUES (?1, ?2, ?3, ?4)",
+                params![app.app_id, app.name, app.created_at, app.policy],
             )?;
             write_event(tx, event, None)
         })
@@ -178,19 +211,62 @@ impl CatalogBackend for SqliteCatalog {
 
     fn list_apps(&self) -> Result<Vec<AppRow>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT app_id, name, created_at FROM apps ORDER BY created_at, app_id",
-        )?;
-        let apps = stmt
-            .query_map([], |r| {
-                Ok(AppRow {
-                    app_id: r.get(0)?,
-                    name: r.get(1)?,
-                    created_at: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, app_id"
+        ))?;
+        let apps = stmt.query_map([], app_row)?.collect::<Result<_, _>>()?;
         Ok(apps)
+    }
+
+    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = ?1"))?
+            .query_row([app_id], app_row)
+            .optional()?)
+    }
+
+    fn set_app_policy(
+        &self,
+        app_id: &str,
+        policy: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE apps SET policy = ?2 WHERE app_id = ?1",
+                params![app_id, policy],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::AppNotFound(app_id.to_owned()));
+            }
+            tx.execute(
+                "UPDATE keys SET policy_seq = policy_seq + 1 WHERE app_id = ?1",
+                [app_id],
+            )?;
+            write_event(tx, event, None)
+        })
+    }
+
+    fn set_key_policy(
+        &self,
+        key_id: &str,
+        policy: Option<&str>,
+        event: &NewAuditEvent,
+    ) -> Result<KeyRow, StoreError> {
+        self.write(|tx| {
+            let changed = tx.execute(
+                "UPDATE keys SET policy = ?2, policy_seq = policy_seq + 1 WHERE key_id = ?1",
+                params![key_id, policy],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::KeyNotFound(key_id.to_owned()));
+            }
+            let key =
+                key_in(tx, key_id)?.ok_or_else(|| StoreError::KeyNotFound(key_id.to_owned()))?;
+            write_event(tx, event, Some(&key.app_id))?;
+            Ok(key)
+        })
     }
 
     fn insert_key(
@@ -203,7 +279,7 @@ impl CatalogBackend for SqliteCatalog {
             if !app_exists(tx, app_id)? {
                 return Err(StoreError::AppNotFound(app_id.to_owned()));
             }
-            insert_key_in(tx, app_id, key)?;
+            insert_key_in(tx, app_id, key, None)?;
             write_event(tx, event, None)
         })
     }
@@ -241,7 +317,11 @@ impl CatalogBackend for SqliteCatalog {
                     "key {old_key_id} is revoked; create a new key for the application instead"
                 )));
             }
-            insert_key_in(tx, &old.app_id, new_key)?;
+            let inherited = StoredKey {
+                name: new_key.name.clone().or_else(|| old.name.clone()),
+                ..new_key.clone()
+            };
+            insert_key_in(tx, &old.app_id, &inherited, old.policy.as_deref())?;
             tx.execute(
                 "UPDATE keys SET expires_at = ?2 WHERE key_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
                 params![old_key_id, old_expires_at],
@@ -297,10 +377,11 @@ impl CatalogBackend for SqliteCatalog {
     fn verifying_key(&self, key_id: &str) -> Result<Option<SealedVerifyingKey>, StoreError> {
         Ok(self
             .lock()
-            .prepare_cached(
-                "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, k.expires_at, k.revoked_at \
-                 FROM keys k JOIN apps a ON a.app_id = k.app_id WHERE k.key_id = ?1",
-            )?
+            .prepare_cached(&format!(
+                "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, k.expires_at, \
+                 k.revoked_at, {POLICIES} FROM keys k JOIN apps a ON a.app_id = k.app_id \
+                 WHERE k.key_id = ?1"
+            ))?
             .query_row([key_id], |r| {
                 Ok(SealedVerifyingKey {
                     app_id: r.get(0)?,
@@ -311,12 +392,25 @@ impl CatalogBackend for SqliteCatalog {
                     },
                     expires_at: r.get(4)?,
                     revoked_at: r.get(5)?,
+                    policies: policies_at(r, 6)?,
                 })
             })
             .optional()?)
     }
 
-    /// Bumped by a trigger on every key insert, revocation or expiry change.
+    fn policies(&self, key_id: &str) -> Result<Option<StoredPolicies>, StoreError> {
+        Ok(self
+            .lock()
+            .prepare_cached(&format!(
+                "SELECT {POLICIES} FROM keys k JOIN apps a ON a.app_id = k.app_id \
+                 WHERE k.key_id = ?1"
+            ))?
+            .query_row([key_id], |r| policies_at(r, 0))
+            .optional()?)
+    }
+
+    /// Bumped by a trigger on every key insert, revocation, expiry change or
+    /// policy change.
     fn keys_version(&self) -> Result<i64, StoreError> {
         Ok(self.lock().query_row(
             "SELECT value FROM meta WHERE name = 'keys_version'",
@@ -327,9 +421,17 @@ impl CatalogBackend for SqliteCatalog {
 
     fn key_states(&self) -> Result<Vec<KeyState>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT key_id, expires_at, revoked_at FROM keys")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT key_id, expires_at, revoked_at, policy_seq FROM keys")?;
         let states = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map([], |r| {
+                Ok(KeyState {
+                    key_id: r.get(0)?,
+                    expires_at: r.get(1)?,
+                    revoked_at: r.get(2)?,
+                    policy_seq: r.get(3)?,
+                })
+            })?
             .collect::<Result<_, _>>()?;
         Ok(states)
     }

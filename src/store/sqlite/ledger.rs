@@ -16,9 +16,10 @@
 //! and the purge never deletes the newest batch, so the maximum never goes
 //! back. No pair can be accepted twice.
 //!
-//! Inside the same transaction the ledger re-reads each key's revocation
-//! and expiry, so a key revoked by another process is refused even before
-//! this process's cache has noticed.
+//! Inside the same transaction the ledger re-reads each key's revocation,
+//! expiry and policy version, so a key revoked (or given a new policy) by
+//! another process is refused (or checked again) even before this
+//! process's cache has noticed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,23 +82,27 @@ impl SqliteLedger {
         {
             // A batch is usually one or a few keys: read each key's state
             // once per transaction, not once per row.
-            let mut key_states: HashMap<&str, Option<KeyStatus>> = HashMap::new();
-            let mut key_state =
-                tx.prepare_cached("SELECT expires_at, revoked_at FROM keys WHERE key_id = ?1")?;
+            let mut key_states: HashMap<&str, Option<(KeyStatus, i64)>> = HashMap::new();
+            let mut key_state = tx.prepare_cached(
+                "SELECT expires_at, revoked_at, policy_seq FROM keys WHERE key_id = ?1",
+            )?;
             for pair in pairs {
                 if !key_states.contains_key(&*pair.key_id) {
-                    let status = key_state
+                    let state = key_state
                         .query_row([&*pair.key_id], |r| {
-                            Ok(KeyStatus::at(now, r.get(0)?, r.get(1)?))
+                            Ok((KeyStatus::at(now, r.get(0)?, r.get(1)?), r.get(2)?))
                         })
                         .optional()?;
-                    key_states.insert(&pair.key_id, status);
+                    key_states.insert(&pair.key_id, state);
                 }
                 let outcome = match key_states[&*pair.key_id] {
                     None => PairOutcome::UnknownKey,
-                    Some(KeyStatus::Revoked) => PairOutcome::KeyRevoked,
-                    Some(KeyStatus::Expired) => PairOutcome::KeyExpired,
-                    Some(KeyStatus::Active | KeyStatus::Expiring) => {
+                    Some((KeyStatus::Revoked, _)) => PairOutcome::KeyRevoked,
+                    Some((KeyStatus::Expired, _)) => PairOutcome::KeyExpired,
+                    Some((_, policy_seq)) if policy_seq != pair.policy_seq => {
+                        PairOutcome::PolicyChanged
+                    }
+                    Some((KeyStatus::Active | KeyStatus::Expiring, _)) => {
                         if self.seen.insert(pair.hash, pair.expires_at) {
                             added.push((pair.hash, pair.expires_at));
                             encode_entry(&mut entries, &pair.key_id, &pair.nonce, pair.expires_at);
@@ -360,7 +365,7 @@ mod tests {
         let mut conn = Connection::open(path).unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         conn.execute_batch(
-            "INSERT INTO apps VALUES ('app', 'test', 0);
+            "INSERT INTO apps(app_id, name, created_at) VALUES ('app', 'test', 0);
              INSERT INTO keys(key_id, app_id, secret_nonce, secret_ciphertext, created_at)
                  VALUES ('pk_a', 'app', x'00', x'00', 0);",
         )
@@ -377,6 +382,7 @@ mod tests {
                 expires_at,
                 hash: ledger.seen.hasher.hash("pk_a", n),
                 deadline: in_two_seconds(),
+                policy_seq: 0,
             })
             .collect();
         ledger
