@@ -61,8 +61,10 @@ impl CachedKey {
     }
 
     /// The policy to check a request against now.
-    pub fn policy(&self) -> Arc<Enforced> {
-        self.policy.load_full()
+    /// A guard, not an `Arc` clone: two workers checking the same key
+    /// would otherwise bounce the `Arc`'s counter between their cores.
+    pub fn policy(&self) -> arc_swap::Guard<Arc<Enforced>> {
+        self.policy.load()
     }
 
     pub fn mark_used(&self, now: i64) {
