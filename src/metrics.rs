@@ -8,7 +8,9 @@
 //! counted per commit or read when scraped. Nothing here ever holds a
 //! secret, a signature or a nonce: labels are the contract's error codes.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -29,11 +31,46 @@ struct Outcome {
     result: &'static str,
 }
 
+/// Every result a signed request can have: `accepted` and the refusal
+/// codes of the public listener (CONTRACT.md section 4).
+pub const SIGNED_REQUEST_RESULTS: &[&str] = &[
+    "accepted",
+    "missing_authorization",
+    "malformed_authorization",
+    "unknown_key",
+    "key_revoked",
+    "key_expired",
+    "timestamp_out_of_range",
+    "nonce_reused",
+    "signature_mismatch",
+    "content_digest_mismatch",
+    "body_too_large",
+    "unreadable_body",
+    "body_timeout",
+    "forbidden",
+    "forbidden_source",
+    "rate_limited",
+    "unavailable",
+];
+
+/// How often the traffic history takes a sample, and how many it keeps:
+/// the console's "last minutes" (15 of them).
+pub const TRAFFIC_INTERVAL: Duration = Duration::from_secs(10);
+const TRAFFIC_SAMPLES: usize = 91;
+
+/// The signed-request counters at one moment.
+struct Sample {
+    at: i64,
+    counts: Vec<u64>,
+}
+
 pub struct Metrics {
     registry: Registry,
     signed_requests: Family<Outcome, Counter>,
     /// Resolved once: the accepted path must not look up its label set.
     accepted: Counter,
+    /// Samples of the counters, oldest first, for `GET /admin/traffic`.
+    history: Mutex<VecDeque<Sample>>,
 }
 
 impl Metrics {
@@ -80,7 +117,78 @@ impl Metrics {
             registry,
             signed_requests,
             accepted,
+            history: Mutex::new(VecDeque::with_capacity(TRAFFIC_SAMPLES)),
         }
+    }
+
+    /// Samples the counters every [`TRAFFIC_INTERVAL`] on a thread of its
+    /// own, for as long as the metrics exist.
+    pub fn start_sampling(self: &Arc<Self>) {
+        self.take_sample();
+        let metrics: Weak<Metrics> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("keygate-traffic".into())
+            .spawn(move || loop {
+                std::thread::sleep(TRAFFIC_INTERVAL);
+                let Some(metrics) = metrics.upgrade() else {
+                    return;
+                };
+                metrics.take_sample();
+            })
+            .expect("spawn traffic sampler");
+    }
+
+    fn counts_now(&self) -> Vec<u64> {
+        SIGNED_REQUEST_RESULTS
+            .iter()
+            .map(|result| {
+                self.signed_requests
+                    .get(&Outcome { result })
+                    .map_or(0, |counter| counter.get())
+            })
+            .collect()
+    }
+
+    fn take_sample(&self) {
+        let sample = Sample {
+            at: crate::clock::now(),
+            counts: self.counts_now(),
+        };
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == TRAFFIC_SAMPLES {
+            history.pop_front();
+        }
+        history.push_back(sample);
+    }
+
+    /// Signed requests by result in each interval of the last minutes,
+    /// oldest first, the last one running up to now: what the console
+    /// draws. Only results that occurred are listed.
+    pub fn traffic(&self) -> serde_json::Value {
+        let now = Sample {
+            at: crate::clock::now(),
+            counts: self.counts_now(),
+        };
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let samples: Vec<&Sample> = history.iter().chain(std::iter::once(&now)).collect();
+        let buckets: Vec<serde_json::Value> = samples
+            .windows(2)
+            .map(|pair| {
+                let results: serde_json::Map<String, serde_json::Value> = SIGNED_REQUEST_RESULTS
+                    .iter()
+                    .zip(pair[1].counts.iter().zip(&pair[0].counts))
+                    .filter(|(_, (after, before))| after > before)
+                    .map(|(result, (after, before))| {
+                        ((*result).to_owned(), (after - before).into())
+                    })
+                    .collect();
+                serde_json::json!({ "start": pair[0].at, "end": pair[1].at, "results": results })
+            })
+            .collect();
+        serde_json::json!({
+            "interval_seconds": TRAFFIC_INTERVAL.as_secs(),
+            "buckets": buckets,
+        })
     }
 
     /// Counts a signed request's outcome.

@@ -69,6 +69,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(metrics))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/admin/traffic")
+            .route(web::get().to(traffic))
+            .default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -404,4 +409,10 @@ async fn metrics(_: AdminCaller, state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
+}
+
+/// Signed requests by result over the last minutes, in 10 s intervals, as
+/// JSON: what the console's traffic view draws.
+async fn traffic(_: AdminCaller, state: web::Data<AdminState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.metrics.traffic())
 }

@@ -1,7 +1,8 @@
 //! HTTP at the edge: two actix-web servers on two addresses. The public one
 //! serves partners (signed requests); the admin one manages keys behind a
-//! bearer token. They share one [`Store`] and nothing else, so no admin
-//! route can ever be reached on the public address.
+//! bearer token, and serves the admin console. They share one [`Store`]
+//! and nothing else, so no admin route (and no console page) can ever be
+//! reached on the public address.
 //!
 //! [`Application::build`] binds both listeners and returns before serving,
 //! so the binary and the tests run exactly the same server.
@@ -9,6 +10,7 @@
 mod admin;
 mod body;
 mod body_budget;
+mod console;
 mod gateway;
 mod public;
 mod signed_request;
@@ -122,6 +124,7 @@ impl Application {
         }
         let store = Store::open(&config.store)?;
         let metrics = Arc::new(Metrics::new(store.clone()));
+        metrics.start_sampling();
 
         let public_listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("cannot listen on {} (public): {e}", config.listen))?;
@@ -173,10 +176,12 @@ impl Application {
         });
         let admin = HttpServer::new(move || {
             App::new()
+                .wrap(console::security_headers())
                 .app_data(admin_state.clone())
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     Error::InvalidRequest(format!("bad query string: {err}")).into()
                 }))
+                .configure(console::routes)
                 .configure(admin::routes)
         })
         .workers(1)

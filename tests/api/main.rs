@@ -5,6 +5,7 @@
 
 mod admin;
 mod clients;
+mod console;
 mod durability;
 mod faults;
 mod gateway;
