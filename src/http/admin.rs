@@ -122,7 +122,7 @@ fn authenticate(req: &HttpRequest) -> Result<AdminCaller, Error> {
 }
 
 /// Admin request bodies are a few small JSON fields.
-const ADMIN_BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// An admin request's body, read up to [`ADMIN_BODY_LIMIT`] by the same
 /// reader as the public listener's, so an oversized body gets the

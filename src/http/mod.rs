@@ -12,6 +12,7 @@ mod body;
 mod body_budget;
 mod console;
 mod gateway;
+mod protocol_refusals;
 mod public;
 mod signed_request;
 
@@ -19,11 +20,19 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
-use actix_web::{web, App, HttpServer};
+use actix_http::body::MessageBody;
+use actix_http::error::DispatchError;
+use actix_http::{HttpMessage, HttpService, Request, Response};
+use actix_service::{
+    fn_service, map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt,
+};
+use actix_web::dev::{AppConfig, Server};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App};
 
 pub use admin::{parse_each_admin_body, parse_rfc3339};
 pub use body_budget::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
+pub use protocol_refusals::JsonRefusals;
 pub use signed_request::{RefusalLog, SignedRequest};
 
 use crate::config::Config;
@@ -146,27 +155,28 @@ impl Application {
             trusted_proxies: config.trusted_proxies.clone(),
         });
         let upstream = config.upstream.clone();
-        let mut public = HttpServer::new(move || {
-            let app = App::new().app_data(public_state.clone());
-            match &upstream {
-                Some(base) => app
-                    .app_data(web::Data::new(gateway::Upstream::new(base)))
-                    .configure(public::own_routes)
-                    .default_service(web::to(gateway::forward)),
-                None => app
-                    .configure(public::own_routes)
-                    .default_service(web::to(not_found)),
-            }
-        })
-        .listen(public_listener)
-        .map_err(|e| e.to_string())?;
         let public_workers = config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        // actix counts connections per worker.
-        public = public
-            .workers(public_workers)
-            .max_connections(config.max_connections.div_ceil(public_workers).max(1));
+        let public = serve(
+            public_listener,
+            public_workers,
+            config.max_connections,
+            config.max_body_bytes,
+            move || {
+                let app = App::new().app_data(public_state.clone());
+                match &upstream {
+                    Some(base) => app
+                        .app_data(web::Data::new(gateway::Upstream::new(base)))
+                        .configure(public::own_routes)
+                        .default_service(web::to(gateway::forward)),
+                    None => app
+                        .configure(public::own_routes)
+                        .default_service(web::to(not_found)),
+                }
+            },
+        )
+        .map_err(|e| e.to_string())?;
 
         let admin_state = web::Data::new(AdminState {
             store: store.clone(),
@@ -174,19 +184,22 @@ impl Application {
             body_timeout: config.body_timeout,
             metrics,
         });
-        let admin = HttpServer::new(move || {
-            App::new()
-                .wrap(console::security_headers())
-                .app_data(admin_state.clone())
-                .app_data(web::QueryConfig::default().error_handler(|err, _| {
-                    Error::InvalidRequest(format!("bad query string: {err}")).into()
-                }))
-                .configure(console::routes)
-                .configure(admin::routes)
-        })
-        .workers(1)
-        .max_connections(config.max_connections)
-        .listen(admin_listener)
+        let admin = serve(
+            admin_listener,
+            1,
+            config.max_connections,
+            admin::ADMIN_BODY_LIMIT,
+            move || {
+                App::new()
+                    .wrap(console::security_headers())
+                    .app_data(admin_state.clone())
+                    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                        Error::InvalidRequest(format!("bad query string: {err}")).into()
+                    }))
+                    .configure(console::routes)
+                    .configure(admin::routes)
+            },
+        )
         .map_err(|e| e.to_string())?;
 
         if let Some(upstream) = &config.upstream {
@@ -196,8 +209,8 @@ impl Application {
         Ok(Application {
             public_addr,
             admin_addr,
-            public_server: public.run(),
-            admin_server: admin.run(),
+            public_server: public,
+            admin_server: admin,
             store,
         })
     }
@@ -217,6 +230,76 @@ impl Application {
             futures_util::future::join(self.public_server, self.admin_server).await;
         self.store.shut_down().await;
         public.and(admin)
+    }
+}
+
+/// Serves the app `factory` makes (one per worker) on `listener`, as
+/// actix-web's `HttpServer::listen` does with its defaults (5 s for a
+/// request head, keep-alive, 1 s to say goodbye), but with each
+/// connection's stream wrapped in [`JsonRefusals`], so the refusals
+/// actix-http writes itself (400, 408, 431) are JSON with a code too.
+/// `max_connections` is for the whole listener (actix counts per worker).
+fn serve<F, I, S, B>(
+    listener: TcpListener,
+    workers: usize,
+    max_connections: usize,
+    body_limit: usize,
+    factory: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: IntoServiceFactory<S, Request>,
+    S: ServiceFactory<Request, Config = AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<Response<B>> + 'static,
+    <S::Service as Service<Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
+    let local_addr = listener.local_addr()?;
+    Ok(actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(max_connections.div_ceil(workers).max(1))
+        .listen(format!("keygate-{local_addr}"), listener, move || {
+            let app = factory()
+                .into_factory()
+                .map_err(|err| err.into().error_response());
+            fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((JsonRefusals::new(io), peer))
+            })
+            .and_then(
+                HttpService::build()
+                    .expect(fn_service(move |request: Request| async move {
+                        refuse_oversized_before_continue(request, body_limit)
+                    }))
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .local_addr(local_addr)
+                    // keygate uses neither URL generation nor the
+                    // connection's host: the default AppConfig will do.
+                    .h1(map_config(app, |_| AppConfig::default())),
+            )
+        })?
+        .run())
+}
+
+/// Runs for a request with `Expect: 100-continue`, before actix answers
+/// `100 Continue`: a `Content-Length` over the limit gets its 413 now, so
+/// the client never starts sending a body that would be refused.
+fn refuse_oversized_before_continue(
+    request: Request,
+    limit: usize,
+) -> Result<Request, actix_web::Error> {
+    let announced = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(length) if length > limit as u64 => Err(Error::BodyTooLarge { limit }.into()),
+        _ => Ok(request),
     }
 }
 

@@ -16,5 +16,7 @@ mod multi_instance;
 mod policy;
 mod postgres_server;
 mod properties;
+mod protocol;
 mod rfc9421;
+mod soak;
 mod vectors;
