@@ -700,6 +700,12 @@ impl Load {
         }
     }
 
+    /// Lets the load run for `duration`, then finishes it.
+    pub fn finish_after(self, duration: Duration) -> Vec<(String, u16, String)> {
+        std::thread::sleep(duration);
+        self.finish()
+    }
+
     pub fn finish(self) -> Vec<(String, u16, String)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for thread in self.threads {
