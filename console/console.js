@@ -161,6 +161,16 @@ function statusBadge(key) {
   return el("span", { class: `status ${key.status}` }, text);
 }
 
+/** "2 routes · 1 network · 5/s (burst 10)", the JSON on hover. */
+function policySummary(policy) {
+  const parts = [];
+  if (policy.rules) parts.push(policy.rules.length ? `${policy.rules.length} route${policy.rules.length > 1 ? "s" : ""}` : "no routes");
+  if (policy.source_cidrs) parts.push(`${policy.source_cidrs.length} network${policy.source_cidrs.length === 1 ? "" : "s"}`);
+  if (policy.rate_limit) parts.push(`${policy.rate_limit.per_second}/s (burst ${policy.rate_limit.burst})`);
+  if (!parts.length) return el("span", { class: "hint" }, "none");
+  return el("span", { title: JSON.stringify(policy) }, parts.join(" · "));
+}
+
 async function partnersView() {
   const { apps } = await api("GET", "/admin/apps");
   const keysOf = await Promise.all(apps.map((app) =>
@@ -316,6 +326,7 @@ async function partnerView(appId) {
     el("td", {}, timeEl(key.created_at)),
     el("td", { class: "key-expires" }, key.expires_at ? timeEl(key.expires_at) : el("span", { class: "hint" }, "never")),
     el("td", {}, timeEl(key.last_used_at)),
+    el("td", { class: "key-policy" }, policySummary(key.policy || {})),
     el("td", { class: "actions" },
       el("button", { type: "button", class: "quiet small", disabled: key.status === "revoked" || key.status === "expired",
         onclick: () => rotate(key) }, "Rotate"),
@@ -332,10 +343,10 @@ async function partnerView(appId) {
     el("h2", {}, "Keys"),
     createKey, error,
     el("div", { class: "table-wrap" }, el("table", { id: "keys" },
-      el("thead", {}, el("tr", {}, ["Key id", "Status", "Label", "Created", "Expires", "Last used", ""].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 7, class: "hint" }, "No keys yet."))))),
+      el("thead", {}, el("tr", {}, ["Key id", "Status", "Label", "Created", "Expires", "Last used", "Policy", ""].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: 8, class: "hint" }, "No keys yet."))))),
     el("h2", {}, "Access policy"),
-    el("p", { class: "hint" }, "Set with PUT /admin/apps/{id}/policy or keygate app policy; {} means no restriction."),
+    el("p", { class: "hint" }, "The partner's policy; each key's own (in the table) narrows it. Set with PUT /admin/apps/{id}/policy and /admin/keys/{id}/policy, or keygate app policy / key policy; {} means no restriction."),
     el("pre", { class: "policy" }, JSON.stringify(appPolicy, null, 2)),
     el("p", {}, el("a", { href: `#/audit?app=${encodeURIComponent(appId)}` }, "This partner's audit log")));
 }

@@ -111,6 +111,19 @@ try {
   assert.ok(!(await page.content()).includes(secret));
   const row = `tr[data-key-id="${keyId}"]`;
   assert.match(await page.textContent(`${row} .key-status`), /active/);
+  assert.equal(await page.textContent(`${row} .key-policy`), "none");
+
+  say("a key's access policy, set through the API, is summarised in its row");
+  const policy = { rules: [{ methods: ["GET"], path: "/v1/*" }], rate_limit: { per_second: 5, burst: 10 } };
+  const put = await fetch(`${admin}/admin/keys/${keyId}/policy`, {
+    method: "PUT", body: JSON.stringify(policy),
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+  });
+  assert.equal(put.status, 200);
+  await page.reload();
+  await page.waitForSelector("#keys");
+  assert.equal(await page.textContent(`${row} .key-policy`), "1 route · 5/s (burst 10)");
+  assert.deepEqual(JSON.parse(await page.getAttribute(`${row} .key-policy span`, "title")), policy);
   assert.match(await page.textContent(row), /ERP sync, prod/);
 
   say("a second key's secret is gone after a reload");
@@ -133,6 +146,7 @@ try {
   assert.match(await page.textContent("#secret-panel"), new RegExp(`old key ${keyId} stops working at .*\\(59 min from now\\)|\\(1 h from now\\)`));
   assert.match(await page.textContent(`${row} .key-status`), /expiring · (59 min|1 h) left/);
   assert.match(await page.textContent(`tr[data-key-id="${rotatedId}"] .key-status`), /active/);
+  assert.equal(await page.textContent(`tr[data-key-id="${rotatedId}"] .key-policy`), "1 route · 5/s (burst 10)");
   const expiresTitle = await page.getAttribute(`${row} .key-expires time`, "title");
   assert.match(expiresTitle, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(UTC\)$/);
   await shot(page, "04-rotated");
@@ -182,13 +196,13 @@ try {
   await page.click('a[href="#/audit"]');
   await page.waitForSelector("#audit tbody tr");
   const actions = await page.$$eval("#audit tbody tr td:nth-child(2)", (cells) => cells.map((c) => c.textContent));
-  assert.deepEqual(actions.slice(0, 6), ["app.create", "key.revoke", "key.rotate", "key.create", "key.create", "app.create"]);
+  assert.deepEqual(actions.slice(0, 7), ["app.create", "key.revoke", "key.rotate", "key.create", "key.policy", "key.create", "app.create"]);
   assert.match(await page.textContent("#audit tbody"), /admin-api@127\.0\.0\.1/);
   await page.selectOption("#audit-partner", { label: "Acme Logistics" });
-  assert.equal(await page.locator("#audit tbody tr").count(), 5);
+  assert.equal(await page.locator("#audit tbody tr").count(), 6);
   await page.fill("#audit-key", keyId);
   const forKey = await page.$$eval("#audit tbody tr td:nth-child(2)", (cells) => cells.map((c) => c.textContent));
-  assert.deepEqual(forKey, ["key.revoke", "key.rotate", "key.create"]);
+  assert.deepEqual(forKey, ["key.revoke", "key.rotate", "key.policy", "key.create"]);
   await shot(page, "09-audit");
 
   say("signing out forgets the token");
