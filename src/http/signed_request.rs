@@ -240,13 +240,15 @@ async fn accept(
             // The cache may hold a policy older than the stored one (set a
             // moment ago through the CLI or another instance): a route or
             // source refusal is confirmed against the database first, so
-            // a relaxed policy also applies from the next request on. Rate
-            // limits are not: a 429 costs no database read, and a raised
-            // limit is seen within the cache's 200 ms poll.
+            // a relaxed policy also applies from the next request on (a
+            // few such reads at a time: under a flood of refusals, the
+            // cache answers). Rate limits are not: a 429 costs no database
+            // read, and a raised limit is seen within the cache's 200 ms
+            // poll.
             Err(Error::Forbidden { .. } | Error::ForbiddenSource { .. }) => {
                 // Boxed, and the refusal is made again rather than held
                 // across the wait: both keep every request's future small.
-                if Box::pin(state.store.reload_policies(&key)).await? {
+                if Box::pin(state.store.recheck_before_refusal(&key)).await? {
                     continue;
                 }
                 check_policy(req, state, &key)?;

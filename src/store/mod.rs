@@ -184,7 +184,14 @@ pub struct Store {
     catalog: Catalog,
     keys: KeyCache,
     nonces: NonceWindow,
+    /// Database reads that confirm a policy refusal, at once: a partner
+    /// flooding refused requests must not queue a read per request.
+    refusal_checks: tokio::sync::Semaphore,
 }
+
+/// See `Store::refusal_checks`: enough for every honest refusal, few enough
+/// that a flood costs the database little.
+const CONCURRENT_REFUSAL_CHECKS: usize = 4;
 
 impl Store {
     pub fn open(config: &StoreConfig) -> Result<Arc<Store>, String> {
@@ -207,6 +214,7 @@ impl Store {
             catalog,
             keys: KeyCache::default(),
             nonces: NonceWindow::start(ledgers, seen, config.busy_timeout),
+            refusal_checks: tokio::sync::Semaphore::new(CONCURRENT_REFUSAL_CHECKS),
         });
         store.keys.set_version(
             store
@@ -259,6 +267,22 @@ impl Store {
         self.nonces
             .record(key.key_id.clone(), nonce, expires_at, policy_seq)
             .await
+    }
+
+    /// Before a route or source refusal: reads the key's policies again,
+    /// so a policy relaxed a moment ago in another process applies to this
+    /// request. `true` when they had changed. While
+    /// `CONCURRENT_REFUSAL_CHECKS` reads are running already (a flood of
+    /// refused requests), it reads nothing and says `false`: the refusal
+    /// stands on the cache, which the 200 ms poll keeps fresh.
+    pub async fn recheck_before_refusal(
+        self: &Arc<Self>,
+        key: &Arc<CachedKey>,
+    ) -> Result<bool, Error> {
+        let Ok(_permit) = self.refusal_checks.try_acquire() else {
+            return Ok(false);
+        };
+        self.reload_policies(key).await
     }
 
     /// Reads a key's policies (and its application's) from the database
