@@ -164,8 +164,17 @@ struct ServeArgs {
     workers: Option<usize>,
     /// Proxies in front of keygate (CIDRs, comma-separated) whose X-Forwarded-For is believed
     /// when checking a key's source networks [default: none; the header is ignored].
-    #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_parser = crate::policy::source::parse_networks)]
-    trusted_proxies: Option<Vec<ipnet::IpNet>>,
+    #[arg(long, env = "KEYGATE_TRUSTED_PROXIES", value_parser = parse_trusted_proxies)]
+    trusted_proxies: Option<TrustedProxies>,
+}
+
+/// `--trusted-proxies`' one value, a comma-separated list: a type of its
+/// own, because clap would take an `Option<Vec<_>>` for a repeated flag.
+#[derive(Clone, Debug)]
+struct TrustedProxies(Vec<ipnet::IpNet>);
+
+fn parse_trusted_proxies(list: &str) -> Result<TrustedProxies, String> {
+    crate::policy::source::parse_networks(list).map(TrustedProxies)
 }
 
 /// A policy to set, as JSON or as flags; none of them: show the policy.
@@ -452,7 +461,7 @@ fn serve(args: ServeArgs) -> Result<ExitCode, String> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         upstream: args.upstream,
         public_origin: args.public_origin,
-        trusted_proxies: args.trusted_proxies.unwrap_or_default(),
+        trusted_proxies: args.trusted_proxies.map(|t| t.0).unwrap_or_default(),
         workers: args.workers,
     };
     actix_web::rt::System::new().block_on(async move {

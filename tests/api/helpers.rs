@@ -429,19 +429,31 @@ impl Binary {
             &[("KEYGATE_DB".into(), db.display().to_string())],
             db,
             extra_env,
+            &[],
         )
     }
 
     /// Starts `keygate serve` on a test database of either backend.
     pub fn serve_on(db: &TestDb, extra_env: &[(&str, &str)]) -> Binary {
-        Self::serve_with(&db.env(), &db.path(), extra_env)
+        Self::serve_with(&db.env(), &db.path(), extra_env, &[])
+    }
+
+    /// The same with command-line flags after `serve`.
+    pub fn serve_on_with_args(db: &TestDb, extra_env: &[(&str, &str)], args: &[&str]) -> Binary {
+        Self::serve_with(&db.env(), &db.path(), extra_env, args)
     }
 
     /// Starts `keygate serve` with random ports and waits until it listens
     /// (it logs both addresses).
-    fn serve_with(db_env: &[(String, String)], db: &Path, extra_env: &[(&str, &str)]) -> Binary {
+    fn serve_with(
+        db_env: &[(String, String)],
+        db: &Path,
+        extra_env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Binary {
         let mut child = Command::new(keygate_bin())
             .arg("serve")
+            .args(args)
             .envs(db_env.iter().map(|(k, v)| (k, v)))
             .env("KEYGATE_LISTEN", "127.0.0.1:0")
             .env("KEYGATE_ADMIN_LISTEN", "127.0.0.1:0")

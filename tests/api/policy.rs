@@ -239,6 +239,27 @@ fn source_networks_and_forwarded_for(backend: Backend) {
         "forbidden_source"
     );
 
+    // The real binary takes the setting from its flag and its environment.
+    let db = TestDb::new(backend);
+    for (flag, env) in [(true, ""), (false, "127.0.0.0/8, 10.0.0.0/8")] {
+        let server = if flag {
+            Binary::serve_on_with_args(&db, &[], &["--trusted-proxies", "127.0.0.0/8,10.0.0.0/8"])
+        } else {
+            Binary::serve_on(&db, &[("KEYGATE_TRUSTED_PROXIES", env)])
+        };
+        let app = server.app();
+        let key = app.create_key();
+        set_key_policy(&app, &key, json!({ "source_cidrs": ["203.0.113.0/24"] }));
+        let through = signed_with(
+            &app,
+            &key,
+            "GET",
+            "/v1/whoami",
+            &[("X-Forwarded-For", "203.0.113.5")],
+        );
+        assert_eq!(through.status, 200, "flag {flag}: {:?}", through.body);
+    }
+
     // An IPv6 listener and peer.
     let v6 = spawn_app_on_with(backend, |c| c.listen = "[::1]:0".into());
     let key = v6.create_key();
