@@ -172,15 +172,9 @@ function policySummary(policy) {
 }
 
 async function partnersView() {
+  // One call: the listing counts each partner's keys itself.
   const { apps } = await api("GET", "/admin/apps");
-  const keysOf = await Promise.all(apps.map((app) =>
-    api("GET", `/admin/apps/${encodeURIComponent(app.app_id)}/keys`).then((r) => r.keys)));
-  const rows = apps.map((app, i) => {
-    const keys = keysOf[i];
-    const live = keys.filter((k) => k.status === "active" || k.status === "expiring").length;
-    const lastUsed = keys.map((k) => k.last_used_at).filter(Boolean).sort().pop() || null;
-    return { app, keys, live, lastUsed };
-  });
+  const rows = apps.map((app) => ({ app, total: app.key_count ?? 0, live: app.live_key_count ?? 0, lastUsed: app.last_used_at || null }));
   const tbody = el("tbody");
   const search = el("input", { type: "search", id: "partner-search", placeholder: "Name or id",
     "aria-label": "Search partners" });
@@ -188,10 +182,10 @@ async function partnersView() {
     const needle = search.value.trim().toLowerCase();
     const shown = rows.filter(({ app }) =>
       !needle || app.name.toLowerCase().includes(needle) || app.app_id.toLowerCase().includes(needle));
-    tbody.replaceChildren(...shown.map(({ app, keys, live, lastUsed }) => el("tr", {},
+    tbody.replaceChildren(...shown.map(({ app, total, live, lastUsed }) => el("tr", {},
       el("td", {}, el("a", { href: `#/partners/${encodeURIComponent(app.app_id)}` }, app.name)),
       el("td", { class: "id mono" }, app.app_id),
-      el("td", {}, `${live} live / ${keys.length}`),
+      el("td", {}, `${live} live / ${total}`),
       el("td", {}, timeEl(lastUsed)),
       el("td", {}, timeEl(app.created_at)))));
     if (shown.length === 0) {

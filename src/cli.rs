@@ -510,10 +510,13 @@ fn app_command(cmd: AppCommand) -> Result<ExitCode, String> {
                 apps.iter()
                     .map(|a| {
                         format!(
-                            "{}  {}  {}  policy {}",
+                            "{}  {}  {}  keys {} live / {}  last used {}  policy {}",
                             a.app_id,
                             when(a.created_at),
                             a.name,
+                            a.live_key_count,
+                            a.key_count,
+                            a.last_used_at.map_or_else(|| "never".into(), when),
                             a.policy
                         )
                     })

@@ -23,7 +23,9 @@ pub trait CatalogBackend: Send + Sync {
     fn init_master_key_check(&self, value: &[u8]) -> Result<(), StoreError>;
 
     fn insert_app(&self, app: &AppRow, event: &NewAuditEvent) -> Result<(), StoreError>;
-    fn list_apps(&self) -> Result<Vec<AppRow>, StoreError>;
+    /// Every application with its keys counted (`keys` set; a key is live
+    /// when not revoked and not expired at `now`).
+    fn list_apps(&self, now: i64) -> Result<Vec<AppRow>, StoreError>;
     fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError>;
     /// Replaces the application's access policy (`None`: no policy) and
     /// moves the `policy_seq` of each of its keys, in one transaction with
@@ -164,6 +166,18 @@ pub struct AppRow {
     pub created_at: i64,
     /// The access policy's JSON (`crate::policy`); `None`: no policy.
     pub policy: Option<String>,
+    /// Only from `list_apps` (a new application's is none).
+    pub keys: Option<KeySummary>,
+}
+
+/// An application's keys at a glance, for the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySummary {
+    pub total: i64,
+    /// Neither revoked nor expired.
+    pub live: i64,
+    /// The latest of its keys' last-used times.
+    pub last_used_at: Option<i64>,
 }
 
 /// A key as stored, times in Unix seconds.

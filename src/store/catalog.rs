@@ -33,6 +33,12 @@ pub struct App {
     pub created_at: OffsetDateTime,
     /// The access policy (CONTRACT.md section 8); `{}` when there is none.
     pub policy: serde_json::Value,
+    /// How many keys, how many live (neither revoked nor expired), and the
+    /// latest use of any (a new application has none).
+    pub key_count: i64,
+    pub live_key_count: i64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,6 +137,9 @@ impl From<AppRow> for App {
             name: row.name,
             created_at: datetime(row.created_at),
             policy: AccessPolicy::from_stored(row.policy.as_deref(), Holder::App).to_json(),
+            key_count: row.keys.map_or(0, |k| k.total),
+            live_key_count: row.keys.map_or(0, |k| k.live),
+            last_used_at: row.keys.and_then(|k| k.last_used_at).map(datetime),
         }
     }
 }
@@ -263,6 +272,7 @@ impl Catalog {
             name,
             created_at: clock::now(),
             policy: None,
+            keys: None,
         };
         let event = self.event(
             actor,
@@ -278,7 +288,7 @@ impl Catalog {
     pub fn list_apps(&self) -> Result<Vec<App>, Error> {
         Ok(self
             .backend
-            .list_apps()?
+            .list_apps(clock::now())?
             .into_iter()
             .map(App::from)
             .collect())

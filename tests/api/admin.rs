@@ -42,6 +42,43 @@ fn create_list_sign_without_ever_listing_secrets(backend: Backend) {
     }
     assert!(!listed.body.to_string().contains(&key.secret));
     assert!(keys[0].get("secret").is_none());
+
+    // The application listing counts its keys: one live, then a second
+    // one revoked, and when any was last used.
+    let revoked = app.create_key_for(app_id, None);
+    let answer = app.admin(
+        "POST",
+        &format!("/admin/keys/{}/revoke", revoked.key_id),
+        None,
+    );
+    assert_eq!(answer.status, 200);
+    let apps = app.admin("GET", "/admin/apps", None);
+    let listed = apps.body["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app_id"] == app_id)
+        .unwrap()
+        .clone();
+    assert_eq!(listed["key_count"], 2, "{listed}");
+    assert_eq!(listed["live_key_count"], 1, "{listed}");
+    assert!(listed.get("last_used_at").is_some(), "{listed}");
+    let empty = app.admin("POST", "/admin/apps", Some(json!({ "name": "Keyless" })));
+    let apps = app.admin("GET", "/admin/apps", None);
+    let keyless = apps.body["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app_id"] == empty.body["app_id"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            keyless["key_count"].clone(),
+            keyless["live_key_count"].clone()
+        ),
+        (json!(0), json!(0))
+    );
 }
 
 fn rotation_overlaps_then_the_old_key_expires(backend: Backend) {

@@ -8,8 +8,8 @@ use tokio_postgres::{GenericClient, Row};
 use super::{PgConnection, Session, Work};
 use crate::credentials::Sealed;
 use crate::store::backend::{
-    AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, NewAuditEvent, SealedVerifyingKey,
-    StoredKey, StoredPolicies,
+    AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, KeySummary, NewAuditEvent,
+    SealedVerifyingKey, StoredKey, StoredPolicies,
 };
 use crate::store::StoreError;
 
@@ -66,6 +66,7 @@ fn app_row(row: &Row) -> AppRow {
         name: row.get(1),
         created_at: row.get(2),
         policy: row.get(3),
+        keys: None,
     }
 }
 
@@ -232,17 +233,32 @@ impl CatalogBackend for PgCatalog {
         }))
     }
 
-    fn list_apps(&self) -> Result<Vec<AppRow>, StoreError> {
-        self.run(Box::new(|s: &mut Session| {
+    fn list_apps(&self, now: i64) -> Result<Vec<AppRow>, StoreError> {
+        self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
                 let rows = s
                     .client
                     .query(
-                        &format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, app_id"),
-                        &[],
+                        "SELECT a.app_id, a.name, a.created_at, a.policy, count(k.key_id), \
+                         count(k.key_id) FILTER (WHERE k.revoked_at IS NULL \
+                             AND (k.expires_at IS NULL OR k.expires_at > $1)), \
+                         max(k.last_used_at) \
+                         FROM apps a LEFT JOIN keys k ON k.app_id = a.app_id \
+                         GROUP BY a.app_id ORDER BY a.created_at, a.app_id",
+                        &[&now],
                     )
                     .await?;
-                Ok(rows.iter().map(app_row).collect())
+                Ok(rows
+                    .iter()
+                    .map(|r| AppRow {
+                        keys: Some(KeySummary {
+                            total: r.get(4),
+                            live: r.get(5),
+                            last_used_at: r.get(6),
+                        }),
+                        ..app_row(r)
+                    })
+                    .collect())
             })
         }))
     }

@@ -10,8 +10,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use super::{open_connection, unavailable, Settings};
 use crate::credentials::Sealed;
 use crate::store::backend::{
-    AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, NewAuditEvent, SealedVerifyingKey,
-    StoredKey, StoredPolicies,
+    AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, KeySummary, NewAuditEvent,
+    SealedVerifyingKey, StoredKey, StoredPolicies,
 };
 use crate::store::StoreError;
 
@@ -53,6 +53,7 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRow> {
         name: r.get(1)?,
         created_at: r.get(2)?,
         policy: r.get(3)?,
+        keys: None,
     })
 }
 
@@ -209,12 +210,27 @@ impl CatalogBackend for SqliteCatalog {
         })
     }
 
-    fn list_apps(&self) -> Result<Vec<AppRow>, StoreError> {
+    fn list_apps(&self, now: i64) -> Result<Vec<AppRow>, StoreError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, app_id"
-        ))?;
-        let apps = stmt.query_map([], app_row)?.collect::<Result<_, _>>()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.app_id, a.name, a.created_at, a.policy, count(k.key_id), \
+             count(CASE WHEN k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?1) THEN k.key_id END), \
+             max(k.last_used_at) \
+             FROM apps a LEFT JOIN keys k ON k.app_id = a.app_id \
+             GROUP BY a.app_id ORDER BY a.created_at, a.app_id",
+        )?;
+        let apps = stmt
+            .query_map([now], |r| {
+                Ok(AppRow {
+                    keys: Some(KeySummary {
+                        total: r.get(4)?,
+                        live: r.get(5)?,
+                        last_used_at: r.get(6)?,
+                    }),
+                    ..app_row(r)?
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(apps)
     }
 
