@@ -117,11 +117,19 @@ pub async fn forward(
         .insert_header(("x-keygate-app-id", app_id))
         .insert_header(("x-keygate-key-id", key_id));
 
+    let allowance = signed.allowance;
     let response = outgoing.send_body(signed.body).await.map_err(|e| {
         tracing::warn!(error = %e, "upstream request failed");
         Error::UpstreamUnavailable(e.to_string())
     })?;
     let mut answer = HttpResponse::build(response.status());
+    // keygate's RateLimit-* fields, unless the upstream limits too and
+    // sent its own: a client must not be told of the looser one.
+    if let Some(allowance) = allowance {
+        if !response.headers().contains_key("ratelimit-limit") {
+            super::signed_request::add_rate_limit_fields(&mut answer, allowance);
+        }
+    }
     let hop_by_hop = HopByHop::of(response.headers());
     for (name, value) in response.headers() {
         if !hop_by_hop.contains(name) {

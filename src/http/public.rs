@@ -1,5 +1,6 @@
 //! Partner-facing endpoints (CONTRACT.md section 5).
 
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -46,7 +47,7 @@ struct WhoAmI<'a> {
 
 async fn whoami(signed: SignedRequest) -> HttpResponse {
     let key = &signed.key;
-    HttpResponse::Ok().json(WhoAmI {
+    signed.respond(StatusCode::OK).json(WhoAmI {
         app_id: &key.app_id,
         app_name: &key.app_name,
         key_id: &key.key_id,
@@ -65,5 +66,5 @@ async fn echo(signed: SignedRequest) -> HttpResponse {
             "body_base64": STANDARD.encode(&signed.body),
         }),
     };
-    HttpResponse::Ok().json(body)
+    signed.respond(StatusCode::OK).json(body)
 }

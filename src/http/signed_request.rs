@@ -19,15 +19,16 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::{body, PublicState};
 use crate::clock;
 use crate::error::Error;
-use crate::policy::{self, Refusal};
+use crate::policy::{self, Allowance, Refusal};
 use crate::rfc9421::{self, MessageSignature, RequestParts};
 use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign, SCHEME};
 use crate::store::CachedKey;
@@ -37,6 +38,28 @@ pub struct SignedRequest {
     pub key: Arc<CachedKey>,
     /// The exact bytes that were signed.
     pub body: Bytes,
+    /// What is left of the key's or its application's rate limit (the
+    /// tighter), when either has one.
+    pub allowance: Option<Allowance>,
+}
+
+impl SignedRequest {
+    /// An answer with the IETF httpapi draft's `RateLimit-*` fields when a
+    /// rate limit applies, so a partner can pace itself before any 429.
+    pub fn respond(&self, status: StatusCode) -> HttpResponseBuilder {
+        let mut response = HttpResponse::build(status);
+        if let Some(allowance) = self.allowance {
+            add_rate_limit_fields(&mut response, allowance);
+        }
+        response
+    }
+}
+
+pub fn add_rate_limit_fields(response: &mut HttpResponseBuilder, allowance: Allowance) {
+    response
+        .insert_header(("RateLimit-Limit", allowance.limit.to_string()))
+        .insert_header(("RateLimit-Remaining", allowance.remaining.to_string()))
+        .insert_header(("RateLimit-Reset", allowance.reset_secs.to_string()));
 }
 
 impl FromRequest for SignedRequest {
@@ -235,8 +258,8 @@ async fn accept(
 ) -> Result<SignedRequest, Error> {
     let remember_until = signed_at + i64::from(state.skew_secs) + 1;
     for _ in 0..POLICY_RECHECKS {
-        let policy_seq = match check_policy(req, state, &key) {
-            Ok(policy_seq) => policy_seq,
+        let (policy_seq, allowance) = match check_policy(req, state, &key) {
+            Ok(checked) => checked,
             // The cache may hold a policy older than the stored one (set a
             // moment ago through the CLI or another instance): a route or
             // source refusal is confirmed against the database first, so
@@ -268,7 +291,11 @@ async fn accept(
             Err(e) => return Err(e),
             Ok(()) => {
                 key.mark_used(now);
-                return Ok(SignedRequest { key, body });
+                return Ok(SignedRequest {
+                    key,
+                    body,
+                    allowance,
+                });
             }
         }
     }
@@ -277,8 +304,13 @@ async fn accept(
     ))
 }
 
-/// Step 5: the policy as cached now; returns the version checked.
-fn check_policy(req: &HttpRequest, state: &PublicState, key: &CachedKey) -> Result<i64, Error> {
+/// Step 5: the policy as cached now; returns the version checked and the
+/// rate limit's allowance left.
+fn check_policy(
+    req: &HttpRequest,
+    state: &PublicState,
+    key: &CachedKey,
+) -> Result<(i64, Option<Allowance>), Error> {
     let policy = key.policy();
     let client = || {
         policy::source::client_address(
@@ -289,7 +321,7 @@ fn check_policy(req: &HttpRequest, state: &PublicState, key: &CachedKey) -> Resu
             &state.trusted_proxies,
         )
     };
-    policy
+    let allowance = policy
         .check(req.method().as_str(), req.path(), client)
         .map_err(|refusal| match refusal {
             Refusal::Route => Error::Forbidden {
@@ -299,7 +331,7 @@ fn check_policy(req: &HttpRequest, state: &PublicState, key: &CachedKey) -> Resu
             Refusal::Source(address) => Error::ForbiddenSource { address },
             Refusal::RateLimited(over) => Error::RateLimited(over),
         })?;
-    Ok(policy.policy_seq)
+    Ok((policy.policy_seq, allowance))
 }
 
 /// Step 3: the signing time must be within the allowed skew of the

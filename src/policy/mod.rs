@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 pub use path_pattern::{normalize_path, PathPattern};
-pub use rate_limit::{Limiter, OverLimit, RateLimit};
+pub use rate_limit::{Allowance, Limiter, OverLimit, RateLimit};
 
 /// Bounds on a policy document, so one cannot make every request slow.
 pub const MAX_RULES: usize = 256;
@@ -45,11 +45,14 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The path first: in a long list most rules differ by path, and a
+    /// prefix comparison fails at the first differing byte.
     fn allows(&self, method: &str, normalized_path: &str) -> bool {
-        self.methods
-            .iter()
-            .any(|m| m == "*" || m.eq_ignore_ascii_case(method))
-            && self.path.matches(normalized_path)
+        self.path.matches(normalized_path)
+            && self
+                .methods
+                .iter()
+                .any(|m| m == "*" || m.eq_ignore_ascii_case(method))
     }
 }
 
@@ -270,13 +273,14 @@ impl Enforced {
     /// The contract's order: routes, then source, then rate limits (the
     /// key's, then the application's), so a refused route or source never
     /// spends the allowance. `client` is asked for only when a key is
-    /// limited to some networks.
+    /// limited to some networks. Accepted, with a rate limit: the tighter
+    /// allowance left, for the answer's `RateLimit-*` fields.
     pub fn check(
         &self,
         method: &str,
         path: &str,
         client: impl FnOnce() -> Option<IpAddr>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<Allowance>, Refusal> {
         if self.app.policy.rules.is_some() || self.key.policy.rules.is_some() {
             let normalized = normalize_path(path);
             if !(self.app.allows_route(method, &normalized)
@@ -292,10 +296,14 @@ impl Enforced {
                 return Err(Refusal::Source(address));
             }
         }
+        let mut tightest: Option<Allowance> = None;
         for limiter in [&self.key.limiter, &self.app.limiter].into_iter().flatten() {
-            limiter.check().map_err(Refusal::RateLimited)?;
+            let allowance = limiter.check().map_err(Refusal::RateLimited)?;
+            if tightest.is_none_or(|t| allowance.remaining < t.remaining) {
+                tightest = Some(allowance);
+            }
         }
-        Ok(())
+        Ok(tightest)
     }
 }
 
@@ -368,8 +376,14 @@ mod tests {
             r#"{"rules": [{"methods": ["*"], "path": "/v1/orders/*"}, {"methods": ["DELETE"], "path": "/v1/x"}]}"#,
         );
         let none = || None;
-        assert_eq!(policy.check("GET", "/v1/orders/1", none), Ok(()));
-        assert_eq!(policy.check("get", "/v1/orders/1", none), Ok(()));
+        assert_eq!(
+            policy.check("GET", "/v1/orders/1", none).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check("get", "/v1/orders/1", none).map(|_| ()),
+            Ok(())
+        );
         assert_eq!(
             policy.check("DELETE", "/v1/orders/1", none),
             Err(Refusal::Route)
@@ -383,7 +397,10 @@ mod tests {
         let nothing = enforced(r#"{"rules": []}"#, "{}");
         assert_eq!(nothing.check("GET", "/", none), Err(Refusal::Route));
         let everything = enforced("{}", "{}");
-        assert_eq!(everything.check("PATCH", "/anything", none), Ok(()));
+        assert_eq!(
+            everything.check("PATCH", "/anything", none).map(|_| ()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -396,8 +413,14 @@ mod tests {
             let address: IpAddr = a.parse().unwrap();
             move || Some(address)
         };
-        assert_eq!(policy.check("GET", "/", from("203.0.113.9")), Ok(()));
-        assert_eq!(policy.check("GET", "/", from("2001:db8:1::5")), Ok(()));
+        assert_eq!(
+            policy.check("GET", "/", from("203.0.113.9")).map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            policy.check("GET", "/", from("2001:db8:1::5")).map(|_| ()),
+            Ok(())
+        );
         assert!(matches!(
             policy.check("GET", "/", from("198.51.100.1")),
             Err(Refusal::Source(_))
@@ -407,7 +430,10 @@ mod tests {
             Err(Refusal::Source(None))
         ));
         let open = enforced("{}", "{}");
-        assert_eq!(open.check("GET", "/", || panic!("not needed")), Ok(()));
+        assert_eq!(
+            open.check("GET", "/", || panic!("not needed")).map(|_| ()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -419,8 +445,8 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(policy.check("GET", "/no", || None), Err(Refusal::Route));
         }
-        assert_eq!(policy.check("GET", "/ok", || None), Ok(()));
-        assert_eq!(policy.check("GET", "/ok", || None), Ok(()));
+        assert_eq!(policy.check("GET", "/ok", || None).map(|_| ()), Ok(()));
+        assert_eq!(policy.check("GET", "/ok", || None).map(|_| ()), Ok(()));
         assert!(matches!(
             policy.check("GET", "/ok", || None),
             Err(Refusal::RateLimited(_))

@@ -90,10 +90,28 @@ pub struct OverLimit {
     pub window_secs: u64,
 }
 
+/// Within the limit: what an accepted request's `RateLimit-*` fields say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// The burst.
+    pub limit: u32,
+    /// Requests that may follow at once.
+    pub remaining: u32,
+    /// Whole seconds until the allowance is full again.
+    pub reset_secs: u64,
+}
+
+type StateLimiter = governor::RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    DefaultClock,
+    governor::middleware::StateInformationMiddleware,
+>;
+
 /// One limit's state.
 pub struct Limiter {
     limit: RateLimit,
-    state: governor::DefaultDirectRateLimiter,
+    state: StateLimiter,
 }
 
 impl Limiter {
@@ -104,7 +122,8 @@ impl Limiter {
             .allow_burst(burst);
         Limiter {
             limit,
-            state: governor::RateLimiter::direct(quota),
+            state: governor::RateLimiter::direct(quota)
+                .with_middleware::<governor::middleware::StateInformationMiddleware>(),
         }
     }
 
@@ -112,17 +131,30 @@ impl Limiter {
         self.limit
     }
 
-    /// Takes one request's allowance, or says how long to wait.
-    pub fn check(&self) -> Result<(), OverLimit> {
-        self.state.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let window = self.limit.period().as_secs_f64() * f64::from(self.limit.burst);
-            OverLimit {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                limit: self.limit.burst,
-                window_secs: window.ceil().max(1.0) as u64,
-            }
-        })
+    /// Takes one request's allowance and says what is left, or says how
+    /// long to wait.
+    pub fn check(&self) -> Result<Allowance, OverLimit> {
+        let period = self.limit.period().as_secs_f64();
+        self.state
+            .check()
+            .map(|snapshot| {
+                let remaining = snapshot.remaining_burst_capacity();
+                let used = f64::from(self.limit.burst.saturating_sub(remaining));
+                Allowance {
+                    limit: self.limit.burst,
+                    remaining,
+                    reset_secs: (used * period).ceil() as u64,
+                }
+            })
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let window = self.limit.period().as_secs_f64() * f64::from(self.limit.burst);
+                OverLimit {
+                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    limit: self.limit.burst,
+                    window_secs: window.ceil().max(1.0) as u64,
+                }
+            })
     }
 }
 
@@ -165,9 +197,8 @@ mod tests {
             per_second: 1.0,
             burst: 3,
         });
-        for _ in 0..3 {
-            limiter.check().unwrap();
-        }
+        let remaining: Vec<u32> = (0..3).map(|_| limiter.check().unwrap().remaining).collect();
+        assert_eq!(remaining, [2, 1, 0]);
         let over = limiter.check().unwrap_err();
         assert_eq!(over.retry_after_secs, 1);
         assert_eq!(over.limit, 3);

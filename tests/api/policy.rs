@@ -160,6 +160,24 @@ fn routes_are_enforced_after_the_signature(backend: Backend) {
     assert!(forbidden.unwrap_or(0.0) >= 12.0, "{metrics:?}");
 }
 
+/// Through the gateway, the upstream's answer carries keygate's
+/// RateLimit fields too.
+fn the_gateway_passes_on_the_allowance(backend: Backend) {
+    let (upstream, _) = spawn_upstream();
+    let app = spawn_app_on_with(backend, |c| c.upstream = Some(upstream));
+    let key = app.create_key();
+    set_key_policy(
+        &app,
+        &key,
+        json!({ "rate_limit": { "per_second": 1, "burst": 5 } }),
+    );
+    let answer = app.signed(&key, "GET", "/v1/orders/1", b"");
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.header("x-upstream"), Some("yes"));
+    assert_eq!(answer.header("ratelimit-limit"), Some("5"));
+    assert_eq!(answer.header("ratelimit-remaining"), Some("4"));
+}
+
 fn a_refused_request_does_not_burn_its_nonce(backend: Backend) {
     let app = spawn_app_on(backend);
     let key = app.create_key();
@@ -278,6 +296,9 @@ fn source_networks_and_forwarded_for(backend: Backend) {
 fn rate_limits_count_only_valid_signatures(backend: Backend) {
     let app = spawn_app_on(backend);
     let key = app.create_key();
+    // No limit, no RateLimit fields.
+    let unlimited = app.signed(&key, "GET", "/v1/whoami", b"");
+    assert_eq!(unlimited.header("ratelimit-limit"), None);
     set_key_policy(
         &app,
         &key,
@@ -294,9 +315,14 @@ fn rate_limits_count_only_valid_signatures(backend: Backend) {
             401
         );
     }
-    for _ in 0..3 {
+    // Accepted answers say what is left, so a client can pace itself.
+    for remaining in ["2", "1", "0"] {
         let answer = app.signed(&key, "GET", "/v1/whoami", b"");
         assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert_eq!(answer.header("ratelimit-limit"), Some("3"));
+        assert_eq!(answer.header("ratelimit-remaining"), Some(remaining));
+        let reset: u64 = answer.header("ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=3).contains(&reset), "{reset}");
     }
     let limited = app.signed(&key, "GET", "/v1/whoami", b"");
     assert_eq!(limited.status, 429, "{:?}", limited.body);
@@ -631,6 +657,7 @@ fn each_instance_counts_its_own_requests(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    the_gateway_passes_on_the_allowance,
     each_instance_counts_its_own_requests,
     routes_are_enforced_after_the_signature,
     a_refused_request_does_not_burn_its_nonce,
