@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::StoreError;
+use super::{KeyStatus, StoreError};
 use crate::credentials::Sealed;
 
 /// Applications, keys and audit events, as rows. One call is one
@@ -157,6 +157,25 @@ pub enum PairOutcome {
     /// Not recorded: the key's policy (or its application's) changed since
     /// the request was checked; check it again and retry.
     PolicyChanged,
+}
+
+impl PairOutcome {
+    /// What the key's row, read in the recording transaction, decides on
+    /// its own, by the same rule on every backend: `Some` refusal, or
+    /// `None` when the pair may be recorded (new or a replay is then the
+    /// backend's to say). `key` is the row's status and policy version,
+    /// `None` when there is no such key.
+    pub fn refused_by_key(key: Option<(KeyStatus, i64)>, pair: &PairToRecord) -> Option<Self> {
+        match key {
+            None => Some(PairOutcome::UnknownKey),
+            Some((KeyStatus::Revoked, _)) => Some(PairOutcome::KeyRevoked),
+            Some((KeyStatus::Expired, _)) => Some(PairOutcome::KeyExpired),
+            Some((_, policy_seq)) if policy_seq != pair.policy_seq => {
+                Some(PairOutcome::PolicyChanged)
+            }
+            Some((KeyStatus::Active | KeyStatus::Expiring, _)) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -138,21 +138,16 @@ impl NonceLedger for PgLedger {
         )?;
         Ok(pairs
             .iter()
-            .map(|pair| match answer.keys.get(&*pair.key_id) {
-                None => PairOutcome::UnknownKey,
-                Some((KeyStatus::Revoked, _)) => PairOutcome::KeyRevoked,
-                Some((KeyStatus::Expired, _)) => PairOutcome::KeyExpired,
-                Some((_, policy_seq)) if *policy_seq != pair.policy_seq => {
-                    PairOutcome::PolicyChanged
-                }
-                Some((KeyStatus::Active | KeyStatus::Expiring, _)) => {
+            .map(|pair| {
+                let key = answer.keys.get(&*pair.key_id).copied();
+                PairOutcome::refused_by_key(key, pair).unwrap_or_else(|| {
                     let inserted = answer.recorded.get(&*pair.key_id);
                     if inserted.is_some_and(|nonces| nonces.contains(&*pair.nonce)) {
                         PairOutcome::Recorded
                     } else {
                         PairOutcome::Replayed
                     }
-                }
+                })
             })
             .collect())
     }

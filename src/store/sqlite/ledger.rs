@@ -95,14 +95,8 @@ impl SqliteLedger {
                         .optional()?;
                     key_states.insert(&pair.key_id, state);
                 }
-                let outcome = match key_states[&*pair.key_id] {
-                    None => PairOutcome::UnknownKey,
-                    Some((KeyStatus::Revoked, _)) => PairOutcome::KeyRevoked,
-                    Some((KeyStatus::Expired, _)) => PairOutcome::KeyExpired,
-                    Some((_, policy_seq)) if policy_seq != pair.policy_seq => {
-                        PairOutcome::PolicyChanged
-                    }
-                    Some((KeyStatus::Active | KeyStatus::Expiring, _)) => {
+                let outcome = PairOutcome::refused_by_key(key_states[&*pair.key_id], pair)
+                    .unwrap_or_else(|| {
                         if self.seen.insert(pair.hash, pair.expires_at) {
                             added.push((pair.hash, pair.expires_at));
                             encode_entry(&mut entries, &pair.key_id, &pair.nonce, pair.expires_at);
@@ -111,8 +105,7 @@ impl SqliteLedger {
                         } else {
                             PairOutcome::Replayed
                         }
-                    }
-                };
+                    });
                 outcomes.push(outcome);
             }
             if !entries.is_empty() {
