@@ -240,12 +240,16 @@ impl ResponseError for Error {
         if let Error::RateLimited(over) = self {
             // Retry-After (RFC 9110), and the IETF httpapi draft's
             // RateLimit-* fields, which clients and SDKs already read.
-            let reset = over.retry_after_secs.to_string();
+            let exhausted = crate::policy::Allowance {
+                limit: over.limit,
+                remaining: 0,
+                reset_secs: over.retry_after_secs,
+            };
+            for field in exhausted.fields() {
+                response.insert_header(field);
+            }
             response
-                .insert_header((header::RETRY_AFTER, reset.clone()))
-                .insert_header(("RateLimit-Limit", over.limit.to_string()))
-                .insert_header(("RateLimit-Remaining", "0"))
-                .insert_header(("RateLimit-Reset", reset))
+                .insert_header((header::RETRY_AFTER, over.retry_after_secs.to_string()))
                 .insert_header((
                     "RateLimit-Policy",
                     format!("{};w={}", over.limit, over.window_secs),

@@ -188,9 +188,8 @@ fn policy_body(AdminBody(body): &AdminBody, holder: Holder) -> Result<AccessPoli
             "the body must be the whole policy, e.g. {\"rules\": [{\"methods\": [\"GET\"], \"path\": \"/v1/*\"}]}; {} removes every restriction".into(),
         ));
     }
-    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
-        let error = serde_json::from_slice::<serde_json::Value>(body).unwrap_err();
-        return Err(Error::InvalidJson(error.to_string()));
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(Error::InvalidJson(e.to_string()));
     }
     AccessPolicy::parse(body, holder).map_err(Error::InvalidRequest)
 }

@@ -125,9 +125,9 @@ pub async fn forward(
     let mut answer = HttpResponse::build(response.status());
     // keygate's RateLimit-* fields, unless the upstream limits too and
     // sent its own: a client must not be told of the looser one.
-    if let Some(allowance) = allowance {
-        if !response.headers().contains_key("ratelimit-limit") {
-            super::signed_request::add_rate_limit_fields(&mut answer, allowance);
+    if !response.headers().contains_key("ratelimit-limit") {
+        for field in allowance.iter().flat_map(crate::policy::Allowance::fields) {
+            answer.insert_header(field);
         }
     }
     let hop_by_hop = HopByHop::of(response.headers());

@@ -48,18 +48,11 @@ impl SignedRequest {
     /// rate limit applies, so a partner can pace itself before any 429.
     pub fn respond(&self, status: StatusCode) -> HttpResponseBuilder {
         let mut response = HttpResponse::build(status);
-        if let Some(allowance) = self.allowance {
-            add_rate_limit_fields(&mut response, allowance);
+        for field in self.allowance.iter().flat_map(Allowance::fields) {
+            response.insert_header(field);
         }
         response
     }
-}
-
-pub fn add_rate_limit_fields(response: &mut HttpResponseBuilder, allowance: Allowance) {
-    response
-        .insert_header(("RateLimit-Limit", allowance.limit.to_string()))
-        .insert_header(("RateLimit-Remaining", allowance.remaining.to_string()))
-        .insert_header(("RateLimit-Reset", allowance.reset_secs.to_string()));
 }
 
 impl FromRequest for SignedRequest {

@@ -101,6 +101,18 @@ pub struct Allowance {
     pub reset_secs: u64,
 }
 
+impl Allowance {
+    /// The IETF httpapi draft's fields for this allowance, as (name, value):
+    /// on every answer under a limit, the 429 included (remaining 0).
+    pub fn fields(&self) -> [(&'static str, String); 3] {
+        [
+            ("RateLimit-Limit", self.limit.to_string()),
+            ("RateLimit-Remaining", self.remaining.to_string()),
+            ("RateLimit-Reset", self.reset_secs.to_string()),
+        ]
+    }
+}
+
 type StateLimiter = governor::RateLimiter<
     governor::state::NotKeyed,
     governor::state::InMemoryState,
