@@ -48,8 +48,9 @@ pgport=$((40000 + RANDOM % 10000))
 mkdir "$work/pg"
 [ "$(id -u)" = 0 ] && chown postgres: "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+# PG_SETTINGS: extra server settings, e.g. "-c shared_buffers=2GB".
 as_pg "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
-  -o "-p $pgport -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+  -o "-p $pgport -k $work/pg -c listen_addresses=127.0.0.1 ${PG_SETTINGS:-}" start >/dev/null
 psql() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -XAtq "$@"; }
 psql -d postgres -c "CREATE DATABASE keygate"
 pg_url="postgres://postgres@127.0.0.1:$pgport/keygate?sslmode=disable"
@@ -94,7 +95,26 @@ KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db
 presign pg-one "$pg_url" "$per_thread"
 for name in pg-a pg-b; do presign $name "$pg_url" "$per_thread_soak"; done
 
-declare -A requests p50s p99s next
+declare -A requests p50s p99s next wal_bytes wal_fpi
+# CPU ticks so far, as "keygate postgres machine-busy": keygate's and
+# PostgreSQL's processes from /proc/PID/stat, the machine from /proc/stat
+# (wrk, whose processes are gone by the end of a phase, and the kernel's
+# loopback work are the rest).
+cpu() {
+  local k=0 p=0 f comm rest
+  for f in /proc/[0-9]*/stat; do
+    { read -r _ comm rest <"$f"; } 2>/dev/null || continue
+    set -- $rest
+    case $comm in
+      "(keygate)") k=$((k + ${12} + ${13})) ;;
+      "(postgres)") p=$((p + ${12} + ${13})) ;;
+    esac
+  done
+  echo "$k $p $(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
+}
+declare -A cpu_keygate cpu_postgres cpu_busy
+# PostgreSQL's WAL so far, as "bytes full-page-images".
+wal() { psql -d keygate -F' ' -c 'SELECT wal_bytes, wal_fpi FROM pg_stat_wal'; }
 # run_wrk HEADERS PORT CONNECTIONS SECONDS THREADS: one wrk, its output on stdout.
 run_wrk() {
   START=${next[$1]:-0} NEXT_FILE=$work/$1.next AUTH_FILE=$work/$1.auth TARGET=/v1/whoami \
@@ -102,8 +122,10 @@ run_wrk() {
 }
 # phase NAME HEADERS:PORT...: wrk against each target at once, connections split.
 phase() {
-  local name=$1 n=0 out spec share wrks=()
+  local name=$1 n=0 out spec share wal_before wal_after wrks=()
   shift
+  wal_before=$(wal)
+  read -r k0 p0 b0 <<<"$(cpu)"
   share=$((connections / $#))
   for spec in "$@"; do
     run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" $((2 / $#)) >"$work/wrk.${spec%%:*}" &
@@ -119,6 +141,13 @@ phase() {
     if echo "$out" | grep -q Non-2xx; then echo "  $name: $(echo "$out" | grep Non-2xx | xargs)"; fi
   done
   requests[$name]=$((${requests[$name]:-0} + n))
+  read -r k1 p1 b1 <<<"$(cpu)"
+  cpu_keygate[$name]=$((${cpu_keygate[$name]:-0} + k1 - k0))
+  cpu_postgres[$name]=$((${cpu_postgres[$name]:-0} + p1 - p0))
+  cpu_busy[$name]=$((${cpu_busy[$name]:-0} + b1 - b0))
+  wal_after=$(wal)
+  wal_bytes[$name]=$((${wal_bytes[$name]:-0} + ${wal_after% *} - ${wal_before% *}))
+  wal_fpi[$name]=$((${wal_fpi[$name]:-0} + ${wal_after#* } - ${wal_before#* }))
   printf '  %-28s %9.0f req/s\n' "$name" "$(echo "$n / $duration" | bc -l)"
 }
 commits() { # PORT: requests per commit so far, as "sum count"
@@ -141,6 +170,19 @@ for name in "sqlite, one instance" "postgres, one instance" "postgres, two insta
   printf '%-26s %9.0f req/s  %5.3f of sqlite  p50 by phase: %s p99 by phase: %s\n' "$name" \
     "$(echo "${requests[$name]} / $total" | bc -l)" \
     "$(echo "${requests[$name]} / ${requests["sqlite, one instance"]}" | bc -l)" "${p50s[$name]}" "${p99s[$name]}"
+done
+# Clock ticks are 1/100 s: ticks * 10^4 / requests is microseconds a request.
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+for name in "sqlite, one instance" "postgres, one instance" "postgres, two instances"; do
+  printf 'CPU a request, %s: keygate %.1f us, PostgreSQL %.1f us, rest (wrk, kernel) %.1f us, idle %.0f%%\n' "$name" \
+    "$(echo "${cpu_keygate[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
+    "$(echo "${cpu_postgres[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
+    "$(echo "(${cpu_busy[$name]} - ${cpu_keygate[$name]} - ${cpu_postgres[$name]}) * $tick_us / ${requests[$name]}" | bc -l)" \
+    "$(echo "100 - ${cpu_busy[$name]} * 100 / ($(nproc) * $(getconf CLK_TCK) * $total)" | bc -l)"
+done
+for name in "postgres, one instance" "postgres, two instances"; do
+  printf 'PostgreSQL WAL, %s: %.0f bytes and %.3f full-page images a request\n' "$name" \
+    "$(echo "${wal_bytes[$name]} / ${requests[$name]}" | bc -l)" "$(echo "${wal_fpi[$name]} / ${requests[$name]}" | bc -l)"
 done
 printf 'pairs per PostgreSQL round trip: one instance %.1f, two instances %.1f\n' \
   "$(echo "($so2 - $so) / ($co2 - $co)" | bc -l)" "$(echo "($sa2 - $sa + $sb2 - $sb) / ($ca2 - $ca + $cb2 - $cb)" | bc -l)"

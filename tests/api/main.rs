@@ -19,4 +19,5 @@ mod properties;
 mod protocol;
 mod rfc9421;
 mod soak;
+mod upgrade;
 mod vectors;

@@ -307,15 +307,10 @@ fn expired_pairs_are_purged_from_postgres() {
     for _ in 0..20 {
         assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
     }
-    let setting = &app._db.as_ref().unwrap().setting;
-    let name = setting
-        .rsplit('/')
-        .next()
-        .and_then(|tail| tail.split('?').next())
-        .unwrap();
+    let name = database_name(&app);
     let count = || -> usize {
         postgres_server::shared()
-            .psql(name, "SELECT count(*) FROM nonces")
+            .psql(&name, "SELECT count(*) FROM nonces")
             .parse()
             .unwrap()
     };
@@ -326,4 +321,62 @@ fn expired_pairs_are_purged_from_postgres() {
         assert!(Instant::now() < deadline, "{} pairs never purged", count());
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The purge sweeps the table a range of pages at a time (there is no
+/// index on expiry): on a table many ranges long, every expired pair goes
+/// and every live one stays, wherever it lies.
+#[test]
+fn the_purge_sweeps_a_large_postgres_table_whole() {
+    let app = spawn_app_on(Backend::Postgres);
+    let key = app.create_key();
+    let name = database_name(&app);
+    let server = postgres_server::shared();
+    // 100,000 pairs, about 800 pages (the sweep takes 128 a tick); every
+    // tenth one live, so live rows share every page with expired ones.
+    server.psql(
+        &name,
+        &format!(
+            "INSERT INTO nonces (key_ref, nonce, expires_at)
+             SELECT key_ref, 'pair-' || i, CASE WHEN i % 10 = 0 THEN 4102444800 ELSE 1000 END
+             FROM keys, generate_series(1, 100000) AS i WHERE key_id = '{}'",
+            key.key_id
+        ),
+    );
+    let pages: u64 = server
+        .psql(&name, "SELECT pg_relation_size('nonces') / 8192")
+        .parse()
+        .unwrap();
+    assert!(pages > 4 * 128, "only {pages} pages");
+    let expired = || -> usize {
+        server
+            .psql(&name, "SELECT count(*) FROM nonces WHERE expires_at = 1000")
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while expired() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} expired pairs left",
+            expired()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        server.psql(&name, "SELECT count(*) FROM nonces"),
+        "10000",
+        "live pairs were deleted"
+    );
+}
+
+/// The name of an in-process server's PostgreSQL database.
+fn database_name(app: &TestApp) -> String {
+    let setting = &app._db.as_ref().unwrap().setting;
+    setting
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap()
+        .to_owned()
 }

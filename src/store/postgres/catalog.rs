@@ -5,6 +5,7 @@
 
 use tokio_postgres::{GenericClient, Row};
 
+use super::purge::ExpiredPairSweep;
 use super::{PgConnection, Session, Work};
 use crate::credentials::Sealed;
 use crate::store::backend::{
@@ -12,13 +13,6 @@ use crate::store::backend::{
     SealedVerifyingKey, StoredKey, StoredPolicies,
 };
 use crate::store::StoreError;
-
-/// Expired pairs deleted per statement, and statements per maintenance
-/// tick: each chunk is its own short transaction, so the purge never holds
-/// many row locks for long, and concurrent instances skip each other's
-/// rows rather than wait (SKIP LOCKED).
-const PURGE_CHUNK: i64 = 5000;
-const PURGE_MAX_CHUNKS: usize = 20;
 
 /// Prepared once per session (`Session::prepared` keys by `&'static str`).
 const VERIFYING_KEY: &str = "SELECT k.app_id, a.name, k.secret_nonce, k.secret_ciphertext, \
@@ -29,8 +23,8 @@ const POLICIES_OF_KEY: &str = "SELECT k.policy, a.policy, k.policy_seq \
 
 pub(crate) struct PgCatalog {
     conn: PgConnection,
-    /// The purge's own connection, so it never queues behind admin calls.
-    maintenance: PgConnection,
+    /// Deletes expired pairs, on a connection of its own.
+    purge: ExpiredPairSweep,
 }
 
 /// What a call that may find "not found" returns from inside the
@@ -167,7 +161,10 @@ impl From<&StoredKey> for OwnedKey {
 
 impl PgCatalog {
     pub(super) fn new(conn: PgConnection, maintenance: PgConnection) -> Self {
-        PgCatalog { conn, maintenance }
+        PgCatalog {
+            conn,
+            purge: ExpiredPairSweep::new(maintenance),
+        }
     }
 
     fn run<T: Send + 'static>(&self, work: Work<T>) -> Result<T, StoreError> {
@@ -579,24 +576,6 @@ impl CatalogBackend for PgCatalog {
     }
 
     fn housekeeping(&self, now: i64) -> Result<(), StoreError> {
-        self.maintenance.run(Box::new(move |s: &mut Session| {
-            Box::pin(async move {
-                // Planned for this `now`, not prepared: a generic plan
-                // for `expires_at < $1` scanned the whole table (27 ms a
-                // tick at 2 M rows, with nothing to delete).
-                let delete = format!(
-                    "DELETE FROM nonces WHERE ctid = ANY(ARRAY(\
-                         SELECT ctid FROM nonces WHERE expires_at < {now} \
-                         ORDER BY expires_at LIMIT {PURGE_CHUNK} FOR UPDATE SKIP LOCKED))"
-                );
-                for _ in 0..PURGE_MAX_CHUNKS {
-                    let deleted = s.client.execute(&delete, &[]).await?;
-                    if deleted < PURGE_CHUNK as u64 {
-                        break;
-                    }
-                }
-                Ok(())
-            })
-        }))
+        self.purge.tick(now)
     }
 }

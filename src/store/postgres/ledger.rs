@@ -3,15 +3,19 @@
 //! share it.
 //!
 //! The statement locks the batch's key rows FOR SHARE and reads their
-//! revocation, expiry and policy version, inserts the pairs of usable keys
-//! checked against the current policy with ON
-//! CONFLICT DO NOTHING, and returns both the key states and the pairs it
-//! inserted. A pair it returns is new across every instance (the primary
-//! key decides); one it does not return was there already, or its key is
-//! not usable. FOR SHARE orders each batch against revocations: a
-//! revocation's UPDATE waits for batches that hold the row, and a batch
-//! that starts after the revocation waits for it, then reads the revoked
-//! row. So once a revocation has committed, no instance accepts the key.
+//! revocation, expiry and policy version, and inserts the pairs of usable
+//! keys checked against the current policy. The primary key (key_ref,
+//! nonce) decides which pairs are new across every instance: a first,
+//! plain insert records them all or fails on one already there, and only
+//! then does a second statement insert with ON CONFLICT DO NOTHING and
+//! return the pairs it inserted. A pair's row names its key by
+//! `keys.key_ref`, a small integer (schema version 3), which the key
+//! states map back to key ids.
+//!
+//! FOR SHARE orders each batch against revocations: a revocation's UPDATE
+//! waits for batches that hold the row, and a batch that starts after the
+//! revocation waits for it, then reads the revoked row. So once a
+//! revocation has committed, no instance accepts the key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,48 +27,54 @@ use super::{PgConnection, Session};
 use crate::store::backend::{NonceLedger, PairOutcome, PairToRecord};
 use crate::store::{KeyStatus, StoreError};
 
-/// The batch statement, with or without an ON CONFLICT clause before its
-/// RETURNING (a macro because both must be `&'static str` constants, which
+/// The batch statement: its insert, then what it answers (a macro because
+/// both statements must be `&'static str` constants, which
 /// `Session::prepared` keys its cache by).
 macro_rules! record_batch {
-    ($on_conflict:literal) => {
+    ($insert_ends:literal, $answer:literal) => {
         concat!(
             "WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $6::int8[])
         AS b(key_id, nonce, expires_at, policy_seq)
 ), key_state AS (
-    SELECT key_id, expires_at, revoked_at, policy_seq FROM keys
+    SELECT key_id, key_ref, expires_at, revoked_at, policy_seq FROM keys
     WHERE key_id = ANY($4::text[]) FOR SHARE
 ), recorded AS (
-    INSERT INTO nonces (key_id, nonce, expires_at)
-    SELECT b.key_id, b.nonce, b.expires_at
+    INSERT INTO nonces (key_ref, nonce, expires_at)
+    SELECT k.key_ref, b.nonce, b.expires_at
     FROM batch b JOIN key_state k ON k.key_id = b.key_id
     WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > $5)
         AND k.policy_seq = b.policy_seq
     ",
-            $on_conflict,
+            $insert_ends,
             "
-    RETURNING key_id, nonce
 )
-SELECT key_id, NULL::text, expires_at, revoked_at, policy_seq FROM key_state
-UNION ALL
-SELECT key_id, nonce, NULL, NULL, NULL FROM recorded"
+SELECT key_ref, key_id, NULL::text, expires_at, revoked_at, policy_seq FROM key_state",
+            $answer
         )
     };
 }
 
-/// The statement every batch runs first. Without ON CONFLICT, an insert
-/// skips the speculative-insertion protocol, which cost a sixth of
-/// PostgreSQL's CPU per request (BENCHMARKS.md, round 7). A batch holding a
-/// pair that is already recorded fails whole with a unique violation,
-/// having recorded nothing, and is run again as `RECORD_BATCH`: replays
-/// rarely get this far (the in-memory front refuses those it knows), so
-/// the second statement is the exception.
-const RECORD_NEW_BATCH: &str = record_batch!("");
+/// The statement every batch runs first: a plain insert, answering only
+/// the key states. Without ON CONFLICT, the insert skips the
+/// speculative-insertion protocol, which cost a sixth of PostgreSQL's CPU
+/// per request (BENCHMARKS.md, round 7). A batch holding a pair that is
+/// already recorded fails whole with a unique violation, having recorded
+/// nothing, and is run again as `RECORD_BATCH`. So when it succeeds, every
+/// pair of a usable key was new and is recorded, and PostgreSQL need not
+/// send the pairs back (BENCHMARKS.md, round 9). Replays rarely get this
+/// far (the in-memory front refuses those it knows): the second statement
+/// is the exception.
+const RECORD_NEW_BATCH: &str = record_batch!("", "");
 
-/// The same with ON CONFLICT DO NOTHING: the inserted pairs are the new
-/// ones.
-const RECORD_BATCH: &str = record_batch!("ON CONFLICT (key_id, nonce) DO NOTHING");
+/// The same with ON CONFLICT DO NOTHING, answering the inserted pairs too:
+/// those are the new ones.
+const RECORD_BATCH: &str = record_batch!(
+    "ON CONFLICT (key_ref, nonce) DO NOTHING RETURNING key_ref, nonce",
+    "
+UNION ALL
+SELECT key_ref, NULL, nonce, NULL, NULL, NULL FROM recorded"
+);
 
 const TOUCH_KEYS: &str = "\
 UPDATE keys SET last_used_at = u.used_at
@@ -84,10 +94,12 @@ impl PgLedger {
 /// What the statement answered: each key's state, and the pairs inserted.
 #[derive(Default)]
 struct Answer {
-    /// Each key's state and policy version.
-    keys: HashMap<String, (KeyStatus, i64)>,
-    /// Nonces inserted, by key id.
-    recorded: HashMap<String, HashSet<String>>,
+    /// Each key's state, policy version and key_ref, by key id.
+    keys: HashMap<String, (KeyStatus, i64, i64)>,
+    /// Every pair of a usable key was inserted (the first statement).
+    all_new: bool,
+    /// Otherwise, the nonces inserted, by key_ref.
+    recorded: HashMap<i64, HashSet<String>>,
 }
 
 impl NonceLedger for PgLedger {
@@ -110,24 +122,31 @@ impl NonceLedger for PgLedger {
                     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                         [&key_ids, &nonces, &expiries, &distinct, &now, &policy_seqs];
                     let fast = s.prepared(RECORD_NEW_BATCH).await?;
-                    let rows = match s.client.query(&fast, &params).await {
-                        Ok(rows) => rows,
+                    let (rows, all_new) = match s.client.query(&fast, &params).await {
+                        Ok(rows) => (rows, true),
                         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                             let careful = s.prepared(RECORD_BATCH).await?;
-                            s.client.query(&careful, &params).await?
+                            (s.client.query(&careful, &params).await?, false)
                         }
                         Err(e) => return Err(e),
                     };
-                    let mut answer = Answer::default();
+                    let mut answer = Answer {
+                        all_new,
+                        ..Answer::default()
+                    };
                     for row in rows {
-                        let key_id: String = row.get(0);
+                        let key_ref: i64 = row.get(0);
                         match row.get::<_, Option<String>>(1) {
-                            Some(nonce) => {
-                                answer.recorded.entry(key_id).or_default().insert(nonce);
+                            Some(key_id) => {
+                                let status = KeyStatus::at(now, row.get(3), row.get(4));
+                                answer.keys.insert(key_id, (status, row.get(5), key_ref));
                             }
                             None => {
-                                let status = KeyStatus::at(now, row.get(2), row.get(3));
-                                answer.keys.insert(key_id, (status, row.get(4)));
+                                answer
+                                    .recorded
+                                    .entry(key_ref)
+                                    .or_default()
+                                    .insert(row.get(2));
                             }
                         }
                     }
@@ -139,10 +158,13 @@ impl NonceLedger for PgLedger {
         Ok(pairs
             .iter()
             .map(|pair| {
-                let key = answer.keys.get(&*pair.key_id).copied();
-                PairOutcome::refused_by_key(key, pair).unwrap_or_else(|| {
-                    let inserted = answer.recorded.get(&*pair.key_id);
-                    if inserted.is_some_and(|nonces| nonces.contains(&*pair.nonce)) {
+                let key = answer.keys.get(&*pair.key_id);
+                let state = key.map(|&(status, policy_seq, _)| (status, policy_seq));
+                PairOutcome::refused_by_key(state, pair).unwrap_or_else(|| {
+                    let inserted = key.and_then(|(_, _, key_ref)| answer.recorded.get(key_ref));
+                    if answer.all_new
+                        || inserted.is_some_and(|nonces| nonces.contains(&*pair.nonce))
+                    {
                         PairOutcome::Recorded
                     } else {
                         PairOutcome::Replayed

@@ -14,6 +14,7 @@
 mod catalog;
 mod connect;
 mod ledger;
+mod purge;
 mod schema;
 
 use std::collections::HashMap;
