@@ -12,20 +12,24 @@
 # every batch of nonces is flushed to its WAL before any request in it is
 # answered. SQLite runs with KEYGATE_DURABILITY (default normal).
 #
-#   benches/wrk/postgres.sh                    # 3 rounds of 5 s phases, 64 connections
-#   ROUNDS=5 DURATION=5 benches/wrk/postgres.sh
+#   benches/wrk/postgres.sh                    # 3 rounds of 5 s phases at 64 and at 256 connections
+#   ROUNDS=5 DURATION=5 CONNECTIONS="64 128 256" benches/wrk/postgres.sh
 #   SOAK=60 benches/wrk/postgres.sh            # also: the nonce table's size during 60 s on two instances
 #
 # Needs wrk and Debian's postgresql package. Everything stays on 127.0.0.1.
 set -euo pipefail
 duration=${DURATION:-5}
 rounds=${ROUNDS:-3}
-connections=${CONNECTIONS:-64}
+# Concurrency: each count of connections is a set of phases of its own.
+# With few connections PostgreSQL is bound by its round trips (idle CPU,
+# small batches); with many, every configuration is bound by the CPU, and
+# the figures are what each can carry.
+connection_counts=${CONNECTIONS:-64 256}
 soak=${SOAK:-0}
-# Headers per wrk thread: more than a thread goes through (up to ~45k a
+# Headers per wrk thread: more than a thread goes through (up to ~50k a
 # second in a phase against one instance), else replays; the soak's two
 # header sets also cover its 60 s at two instances.
-per_thread=$((rounds * duration * 60000 + 50000))
+per_thread=$((rounds * duration * 60000 * $(wc -w <<<"$connection_counts") + 50000))
 per_thread_soak=$((per_thread + soak * 15000))
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
@@ -120,12 +124,15 @@ run_wrk() {
   START=${next[$1]:-0} NEXT_FILE=$work/$1.next AUTH_FILE=$work/$1.auth TARGET=/v1/whoami \
     wrk -t"$5" -c"$3" -d"${4}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2"
 }
-# phase NAME HEADERS:PORT...: wrk against each target at once, connections split.
+# phase NAME CONNECTIONS HEADERS:PORT...: wrk against each target at once,
+# connections split.
+declare -A batch_sum batch_count
 phase() {
-  local name=$1 n=0 out spec share wal_before wal_after wrks=()
-  shift
+  local name=$1 connections=$2 n=0 out spec share wal_before wal_after wrks=() s0 c0 s1 c1
+  shift 2
   wal_before=$(wal)
   read -r k0 p0 b0 <<<"$(cpu)"
+  for spec in "$@"; do read -r s0 c0 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]:-0} - s0)); batch_count[$name]=$((${batch_count[$name]:-0} - c0)); done
   share=$((connections / $#))
   for spec in "$@"; do
     run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" $((2 / $#)) >"$work/wrk.${spec%%:*}" &
@@ -139,6 +146,7 @@ phase() {
     p50s[$name]="${p50s[$name]:-}$(echo "$out" | awk '/ 50%/ {print $2}') "
     p99s[$name]="${p99s[$name]:-}$(echo "$out" | awk '/ 99%/ {print $2}') "
     if echo "$out" | grep -q Non-2xx; then echo "  $name: $(echo "$out" | grep Non-2xx | xargs)"; fi
+    read -r s1 c1 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]} + s1)); batch_count[$name]=$((${batch_count[$name]} + c1))
   done
   requests[$name]=$((${requests[$name]:-0} + n))
   read -r k1 p1 b1 <<<"$(cpu)"
@@ -148,50 +156,63 @@ phase() {
   wal_after=$(wal)
   wal_bytes[$name]=$((${wal_bytes[$name]:-0} + ${wal_after% *} - ${wal_before% *}))
   wal_fpi[$name]=$((${wal_fpi[$name]:-0} + ${wal_after#* } - ${wal_before#* }))
-  printf '  %-28s %9.0f req/s\n' "$name" "$(echo "$n / $duration" | bc -l)"
+  printf '  %-42s %9.0f req/s\n' "$name" "$(echo "$n / $duration" | bc -l)"
 }
 commits() { # PORT: requests per commit so far, as "sum count"
   curl -fs -H "Authorization: Bearer $KEYGATE_ADMIN_TOKEN" "http://127.0.0.1:$(($1 + 1))/admin/metrics" |
-    awk '/^keygate_nonce_requests_per_commit_sum/ {s=$2} /^keygate_nonce_requests_per_commit_count/ {c=$2} END {print s, c}'
+    awk '/^keygate_nonce_requests_per_commit_sum/ {s=$2} /^keygate_nonce_requests_per_commit_count/ {c=$2} END {printf "%d %d\n", s, c}'
 }
 
+configs=("sqlite, one instance" "postgres, one instance" "postgres, two instances")
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
-echo "connections=$connections rounds=$rounds of ${duration}s phases (wrk -t2 per target, pre-signed GET /v1/whoami)"
-read -r so co <<<"$(commits "${port[pg-one]}")"; read -r sa ca <<<"$(commits "${port[pg-a]}")"; read -r sb cb <<<"$(commits "${port[pg-b]}")"
+echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (two wrk threads in all, pre-signed GET /v1/whoami)"
 for round in $(seq "$rounds"); do
-  phase "sqlite, one instance" sqlite:${port[sqlite]}
-  phase "postgres, one instance" pg-one:${port[pg-one]}
-  phase "postgres, two instances" pg-a:${port[pg-a]} pg-b:${port[pg-b]}
+  for c in $connection_counts; do
+    phase "${configs[0]}, $c connections" "$c" sqlite:${port[sqlite]}
+    phase "${configs[1]}, $c connections" "$c" pg-one:${port[pg-one]}
+    phase "${configs[2]}, $c connections" "$c" pg-a:${port[pg-a]} pg-b:${port[pg-b]}
+  done
 done
-read -r so2 co2 <<<"$(commits "${port[pg-one]}")"; read -r sa2 ca2 <<<"$(commits "${port[pg-a]}")"; read -r sb2 cb2 <<<"$(commits "${port[pg-b]}")"
 total=$((rounds * duration))
-echo
-for name in "sqlite, one instance" "postgres, one instance" "postgres, two instances"; do
-  printf '%-26s %9.0f req/s  %5.3f of sqlite  p50 by phase: %s p99 by phase: %s\n' "$name" \
-    "$(echo "${requests[$name]} / $total" | bc -l)" \
-    "$(echo "${requests[$name]} / ${requests["sqlite, one instance"]}" | bc -l)" "${p50s[$name]}" "${p99s[$name]}"
-done
 # Clock ticks are 1/100 s: ticks * 10^4 / requests is microseconds a request.
 tick_us=$((1000000 / $(getconf CLK_TCK)))
-for name in "sqlite, one instance" "postgres, one instance" "postgres, two instances"; do
-  printf 'CPU a request, %s: keygate %.1f us, PostgreSQL %.1f us, rest (wrk, kernel) %.1f us, idle %.0f%%\n' "$name" \
-    "$(echo "${cpu_keygate[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
-    "$(echo "${cpu_postgres[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
-    "$(echo "(${cpu_busy[$name]} - ${cpu_keygate[$name]} - ${cpu_postgres[$name]}) * $tick_us / ${requests[$name]}" | bc -l)" \
-    "$(echo "100 - ${cpu_busy[$name]} * 100 / ($(nproc) * $(getconf CLK_TCK) * $total)" | bc -l)"
+declare -A peak
+for c in $connection_counts; do
+  echo
+  echo "$c connections:"
+  base="${configs[0]}, $c connections"
+  for config in "${configs[@]}"; do
+    name="$config, $c connections"
+    rate=$(echo "${requests[$name]} / $total" | bc -l)
+    if [ "$(echo "$rate > ${peak[$config]:-0}" | bc -l)" = 1 ]; then peak[$config]=$rate; fi
+    printf '  %-24s %9.0f req/s  %5.3f of sqlite  p50 by phase: %s p99 by phase: %s\n' "$config" "$rate" \
+      "$(echo "${requests[$name]} / ${requests[$base]}" | bc -l)" "${p50s[$name]}" "${p99s[$name]}"
+  done
+  for config in "${configs[@]}"; do
+    name="$config, $c connections"
+    printf '  CPU a request, %s: keygate %.1f us, PostgreSQL %.1f us; requests per commit %.1f\n' "$config" \
+      "$(echo "${cpu_keygate[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
+      "$(echo "${cpu_postgres[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
+      "$(echo "${batch_sum[$name]} / ${batch_count[$name]}" | bc -l)"
+  done
+  for config in "${configs[@]:1}"; do
+    name="$config, $c connections"
+    printf '  PostgreSQL WAL, %s: %.0f bytes and %.3f full-page images a request\n' "$config" \
+      "$(echo "${wal_bytes[$name]} / ${requests[$name]}" | bc -l)" "$(echo "${wal_fpi[$name]} / ${requests[$name]}" | bc -l)"
+  done
 done
-for name in "postgres, one instance" "postgres, two instances"; do
-  printf 'PostgreSQL WAL, %s: %.0f bytes and %.3f full-page images a request\n' "$name" \
-    "$(echo "${wal_bytes[$name]} / ${requests[$name]}" | bc -l)" "$(echo "${wal_fpi[$name]} / ${requests[$name]}" | bc -l)"
+echo
+echo "peak over the connection counts (what each configuration carries):"
+for config in "${configs[@]}"; do
+  printf '  %-24s %9.0f req/s  %5.3f of sqlite\n' "$config" "${peak[$config]}" "$(echo "${peak[$config]} / ${peak[${configs[0]}]}" | bc -l)"
 done
-printf 'pairs per PostgreSQL round trip: one instance %.1f, two instances %.1f\n' \
-  "$(echo "($so2 - $so) / ($co2 - $co)" | bc -l)" "$(echo "($sa2 - $sa + $sb2 - $sb) / ($ca2 - $ca + $cb2 - $cb)" | bc -l)"
 
 if [ "$soak" -gt 0 ]; then
   echo
   echo "nonce table during ${soak}s on two instances (window = skew 300 s + 1: nothing expires yet):"
-  run_wrk pg-a "${port[pg-a]}" $((connections / 2)) "$soak" 1 >/dev/null & soakers=($!)
-  run_wrk pg-b "${port[pg-b]}" $((connections / 2)) "$soak" 1 >/dev/null & soakers+=($!)
+  first=${connection_counts%% *}
+  run_wrk pg-a "${port[pg-a]}" $((first / 2)) "$soak" 1 >/dev/null & soakers=($!)
+  run_wrk pg-b "${port[pg-b]}" $((first / 2)) "$soak" 1 >/dev/null & soakers+=($!)
   for t in $(seq 0 10 "$soak"); do
     printf '  t=%3ss  rows %9s  table+indexes %s\n' "$t" "$(psql -d keygate -c 'SELECT count(*) FROM nonces')" \
       "$(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))")"
