@@ -1,10 +1,11 @@
 //! The PostgreSQL backend, for several keygate instances on several
 //! machines sharing keys, revocations and one replay window.
 //!
-//! - Exactly-once is PostgreSQL's own: a primary key on (key_id, nonce)
-//!   and an insert-if-absent, one statement per batch of pairs
-//!   (`ledger.rs`), committed synchronously before any request in it is
-//!   answered.
+//! - Exactly-once is PostgreSQL's own: a primary key on (key_ref, nonce),
+//!   the key's integer id and the nonce, and an insert-if-absent, one
+//!   statement per batch of pairs (`ledger.rs`), committed synchronously
+//!   before any request in it is answered. Expired pairs are swept away
+//!   a range of pages at a time (`purge.rs`).
 //! - Every call is bounded by the busy timeout on keygate's side: a server
 //!   that stops answering (stopped, restarting, partitioned) costs a 503,
 //!   never a hang, and the next call connects again.
