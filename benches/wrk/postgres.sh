@@ -15,6 +15,8 @@
 #   benches/wrk/postgres.sh                    # 3 rounds of 5 s phases at 64 and at 256 connections
 #   ROUNDS=5 DURATION=5 CONNECTIONS="64 128 256" benches/wrk/postgres.sh
 #   SOAK=60 benches/wrk/postgres.sh            # also: the nonce table's size during 60 s on two instances
+#   PREFILL=9000000 benches/wrk/postgres.sh    # the nonce table as full as at steady state (see below)
+#   PG_SETTINGS="-c max_wal_size=8GB" ...      # server settings (README: "Sizing PostgreSQL")
 #
 # Needs wrk and Debian's postgresql package. Everything stays on 127.0.0.1.
 set -euo pipefail
@@ -26,6 +28,14 @@ rounds=${ROUNDS:-3}
 # the figures are what each can carry.
 connection_counts=${CONNECTIONS:-64 256}
 soak=${SOAK:-0}
+# Pairs in the nonce table before the first phase. A table in service holds
+# rate x window of them (30k req/s over the 301 s window: 9 M, 1.7 GB);
+# a fresh one holds none, and every insert lands in a small b-tree that
+# stays in memory and is written in full at most once between checkpoints.
+# With millions of pairs, random nonces touch a different b-tree page each
+# time, and each first touch after a checkpoint writes the whole page to
+# the WAL (the "full-page images" per request printed below).
+prefill=${PREFILL:-0}
 # Headers per wrk thread: more than a thread goes through (up to ~50k a
 # second in a phase against one instance), else replays; the soak's two
 # header sets also cover its 60 s at two instances.
@@ -99,6 +109,16 @@ KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db
 presign pg-one "$pg_url" "$per_thread"
 for name in pg-a pg-b; do presign $name "$pg_url" "$per_thread_soak"; done
 
+if [ "$prefill" -gt 0 ]; then
+  # Spread over the benchmark's keys as their own pairs would be, with
+  # random nonces, expiring a day from now so that no purge removes them
+  # during the run.
+  psql -d keygate -c "INSERT INTO nonces (key_ref, nonce, expires_at)
+    SELECT k.refs[1 + g % cardinality(k.refs)], md5(g::text), extract(epoch FROM now())::int8 + 86400
+    FROM generate_series(1, $prefill) g, (SELECT array_agg(key_ref) AS refs FROM keys) k"
+  psql -d keygate -c 'VACUUM ANALYZE nonces' -c CHECKPOINT
+fi
+
 declare -A requests p50s p99s next wal_bytes wal_fpi
 # CPU ticks so far, as "keygate postgres machine-busy": keygate's and
 # PostgreSQL's processes from /proc/PID/stat, the machine from /proc/stat
@@ -165,6 +185,8 @@ commits() { # PORT: requests per commit so far, as "sum count"
 
 configs=("sqlite, one instance" "postgres, one instance" "postgres, two instances")
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
+echo "PostgreSQL settings: $(psql -d keygate -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
+echo "nonce table before the phases: $(psql -d keygate -c 'SELECT count(*) FROM nonces') pairs, $(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))") with its index"
 echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (two wrk threads in all, pre-signed GET /v1/whoami)"
 for round in $(seq "$rounds"); do
   for c in $connection_counts; do
