@@ -29,7 +29,8 @@ rounds=${ROUNDS:-3}
 connection_counts=${CONNECTIONS:-64 256}
 soak=${SOAK:-0}
 # Pairs in the nonce table before the first phase. A table in service holds
-# rate x window of them (30k req/s over the 301 s window: 9 M, 1.7 GB);
+# rate x window of them and more until the purge reaches them (at 30k
+# req/s, 9 M over the 301 s window, 1.5 GB; up to 11 M);
 # a fresh one holds none, and every insert lands in a small b-tree that
 # stays in memory and is written in full at most once between checkpoints.
 # With millions of pairs, random nonces touch a different b-tree page each
@@ -185,7 +186,7 @@ commits() { # PORT: requests per commit so far, as "sum count"
 
 configs=("sqlite, one instance" "postgres, one instance" "postgres, two instances")
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
-echo "PostgreSQL settings: $(psql -d keygate -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
+echo "PostgreSQL settings: $(psql -d keygate -c "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
 echo "nonce table before the phases: $(psql -d keygate -c 'SELECT count(*) FROM nonces') pairs, $(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))") with its index"
 echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (two wrk threads in all, pre-signed GET /v1/whoami)"
 for round in $(seq "$rounds"); do
