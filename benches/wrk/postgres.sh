@@ -138,6 +138,10 @@ cpu() {
   echo "$k $p $(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
 }
 declare -A cpu_keygate cpu_postgres cpu_busy
+# The nonce table now: its rows and its size with its index.
+nonce_table() {
+  psql -d keygate -c "SELECT count(*) || ' pairs, ' || pg_size_pretty(pg_total_relation_size('nonces')) || ' with its index' FROM nonces"
+}
 # PostgreSQL's WAL so far, as "bytes full-page-images".
 wal() { psql -d keygate -F' ' -c 'SELECT wal_bytes, wal_fpi FROM pg_stat_wal'; }
 # run_wrk HEADERS PORT CONNECTIONS SECONDS THREADS: one wrk, its output on stdout.
@@ -187,7 +191,7 @@ commits() { # PORT: requests per commit so far, as "sum count"
 configs=("sqlite, one instance" "postgres, one instance" "postgres, two instances")
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
 echo "PostgreSQL settings: $(psql -d keygate -c "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
-echo "nonce table before the phases: $(psql -d keygate -c 'SELECT count(*) FROM nonces') pairs, $(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))") with its index"
+echo "nonce table before the phases: $(nonce_table)"
 echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (two wrk threads in all, pre-signed GET /v1/whoami)"
 for round in $(seq "$rounds"); do
   for c in $connection_counts; do
@@ -237,8 +241,7 @@ if [ "$soak" -gt 0 ]; then
   run_wrk pg-a "${port[pg-a]}" $((first / 2)) "$soak" 1 >/dev/null & soakers=($!)
   run_wrk pg-b "${port[pg-b]}" $((first / 2)) "$soak" 1 >/dev/null & soakers+=($!)
   for t in $(seq 0 10 "$soak"); do
-    printf '  t=%3ss  rows %9s  table+indexes %s\n' "$t" "$(psql -d keygate -c 'SELECT count(*) FROM nonces')" \
-      "$(psql -d keygate -c "SELECT pg_size_pretty(pg_total_relation_size('nonces'))")"
+    printf '  t=%3ss  %s\n' "$t" "$(nonce_table)"
     [ "$t" -lt "$soak" ] && sleep 10
   done
   wait "${soakers[@]}"
