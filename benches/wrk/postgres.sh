@@ -17,6 +17,7 @@
 #   SOAK=60 benches/wrk/postgres.sh            # also: the nonce table's size during 60 s on two instances
 #   PREFILL=9000000 benches/wrk/postgres.sh    # the nonce table as full as at steady state (see below)
 #   PG_SETTINGS="-c max_wal_size=8GB" ...      # server settings (README: "Sizing PostgreSQL")
+#   KEYGATE_BIN=/tmp/keygate-before ...        # another build (before and after a change)
 #
 # Needs wrk and Debian's postgresql package. Everything stays on 127.0.0.1.
 set -euo pipefail
@@ -45,8 +46,12 @@ per_thread_soak=$((per_thread + soak * 15000))
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-cargo build --release --quiet
-bin=$PWD/target/release/keygate
+if [ -n "${KEYGATE_BIN:-}" ]; then
+  bin=$(realpath "$KEYGATE_BIN")
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/keygate
+fi
 here=$PWD/benches/wrk
 work=$(mktemp -d)
 chmod 755 "$work"
