@@ -17,7 +17,8 @@
 #   SOAK=60 benches/wrk/postgres.sh            # also: the nonce table's size during 60 s on two instances
 #   PREFILL=9000000 benches/wrk/postgres.sh    # the nonce table as full as at steady state (see below)
 #   PG_SETTINGS="-c max_wal_size=8GB" ...      # server settings (README: "Sizing PostgreSQL")
-#   KEYGATE_BIN=/tmp/keygate-before ...        # another build (before and after a change)
+#   KEYGATE_BIN=/tmp/before/keygate ...        # another build (before and after a change);
+#                                              # named keygate: the CPU split finds it by name
 #
 # Needs wrk and Debian's postgresql package. Everything stays on 127.0.0.1.
 set -euo pipefail
@@ -43,11 +44,17 @@ prefill=${PREFILL:-0}
 # header sets also cover its 60 s at two instances.
 per_thread=$((rounds * duration * 60000 * $(wc -w <<<"$connection_counts") + 50000))
 per_thread_soak=$((per_thread + soak * 15000))
+if [ -n "${KEYGATE_BIN:-}" ]; then
+  # Resolved before the cd below, so a relative path means the caller's.
+  KEYGATE_BIN=$(realpath "$KEYGATE_BIN")
+  [ "$(basename "$KEYGATE_BIN")" = keygate ] ||
+    { echo "KEYGATE_BIN must name a file called keygate: the CPU split finds its processes by name" >&2; exit 1; }
+fi
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ -n "${KEYGATE_BIN:-}" ]; then
-  bin=$(realpath "$KEYGATE_BIN")
+  bin=$KEYGATE_BIN
 else
   cargo build --release --quiet
   bin=$PWD/target/release/keygate
