@@ -133,10 +133,11 @@ if [ "$prefill" -gt 0 ]; then
 fi
 
 declare -A requests p50s p99s next wal_bytes wal_fpi
-# CPU ticks so far, as "keygate postgres machine-busy": keygate's and
-# PostgreSQL's processes from /proc/PID/stat, the machine from /proc/stat
-# (wrk, whose processes are gone by the end of a phase, and the kernel's
-# loopback work are the rest).
+# CPU ticks so far, as "keygate postgres machine-busy machine-idle stolen":
+# keygate's and PostgreSQL's processes from /proc/PID/stat, the machine
+# from /proc/stat (wrk, whose processes are gone by the end of a phase, and
+# the kernel's loopback work are the rest of busy; idle counts I/O wait;
+# stolen is time the hypervisor gave the cores to other machines).
 cpu() {
   local k=0 p=0 f comm rest
   for f in /proc/[0-9]*/stat; do
@@ -147,9 +148,9 @@ cpu() {
       "(postgres)") p=$((p + ${12} + ${13})) ;;
     esac
   done
-  echo "$k $p $(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)"
+  echo "$k $p $(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6, $9}' /proc/stat)"
 }
-declare -A cpu_keygate cpu_postgres cpu_busy
+declare -A cpu_keygate cpu_postgres cpu_busy cpu_idle cpu_stolen
 # The nonce table now: its rows and its size with its index.
 nonce_table() {
   psql -d keygate -c "SELECT count(*) || ' pairs, ' || pg_size_pretty(pg_total_relation_size('nonces')) || ' with its index' FROM nonces"
@@ -168,7 +169,7 @@ phase() {
   local name=$1 connections=$2 n=0 out spec share wal_before wal_after wrks=() s0 c0 s1 c1
   shift 2
   wal_before=$(wal)
-  read -r k0 p0 b0 <<<"$(cpu)"
+  read -r k0 p0 b0 i0 t0 <<<"$(cpu)"
   for spec in "$@"; do read -r s0 c0 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]:-0} - s0)); batch_count[$name]=$((${batch_count[$name]:-0} - c0)); done
   share=$((connections / $#))
   for spec in "$@"; do
@@ -186,10 +187,12 @@ phase() {
     read -r s1 c1 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]} + s1)); batch_count[$name]=$((${batch_count[$name]} + c1))
   done
   requests[$name]=$((${requests[$name]:-0} + n))
-  read -r k1 p1 b1 <<<"$(cpu)"
+  read -r k1 p1 b1 i1 t1 <<<"$(cpu)"
   cpu_keygate[$name]=$((${cpu_keygate[$name]:-0} + k1 - k0))
   cpu_postgres[$name]=$((${cpu_postgres[$name]:-0} + p1 - p0))
   cpu_busy[$name]=$((${cpu_busy[$name]:-0} + b1 - b0))
+  cpu_idle[$name]=$((${cpu_idle[$name]:-0} + i1 - i0))
+  cpu_stolen[$name]=$((${cpu_stolen[$name]:-0} + t1 - t0))
   wal_after=$(wal)
   wal_bytes[$name]=$((${wal_bytes[$name]:-0} + ${wal_after% *} - ${wal_before% *}))
   wal_fpi[$name]=$((${wal_fpi[$name]:-0} + ${wal_after#* } - ${wal_before#* }))
@@ -233,6 +236,15 @@ for c in $connection_counts; do
       "$(echo "${cpu_keygate[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
       "$(echo "${cpu_postgres[$name]} * $tick_us / ${requests[$name]}" | bc -l)" \
       "$(echo "${batch_sum[$name]} / ${batch_count[$name]}" | bc -l)"
+  done
+  # Idle cores mean the configuration is bound by waiting (commits,
+  # round trips), not by the CPU: more connections would carry more.
+  for config in "${configs[@]}"; do
+    name="$config, $c connections"
+    all=$((${cpu_busy[$name]} + ${cpu_idle[$name]} + ${cpu_stolen[$name]}))
+    printf '  the two cores, %s: busy %.0f%%, idle %.0f%%, stolen %.0f%%\n' "$config" \
+      "$(echo "100 * ${cpu_busy[$name]} / $all" | bc -l)" "$(echo "100 * ${cpu_idle[$name]} / $all" | bc -l)" \
+      "$(echo "100 * ${cpu_stolen[$name]} / $all" | bc -l)"
   done
   for config in "${configs[@]:1}"; do
     name="$config, $c connections"
