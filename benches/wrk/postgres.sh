@@ -44,18 +44,17 @@ prefill=${PREFILL:-0}
 # header sets also cover its 60 s at two instances.
 per_thread=$((rounds * duration * 60000 * $(wc -w <<<"$connection_counts") + 50000))
 per_thread_soak=$((per_thread + soak * 15000))
-if [ -n "${KEYGATE_BIN:-}" ]; then
+bin=${KEYGATE_BIN:-}
+if [ -n "$bin" ]; then
   # Resolved before the cd below, so a relative path means the caller's.
-  KEYGATE_BIN=$(realpath "$KEYGATE_BIN")
-  [ "$(basename "$KEYGATE_BIN")" = keygate ] ||
+  bin=$(realpath "$bin")
+  [ "$(basename "$bin")" = keygate ] ||
     { echo "KEYGATE_BIN must name a file called keygate: the CPU split finds its processes by name" >&2; exit 1; }
 fi
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-if [ -n "${KEYGATE_BIN:-}" ]; then
-  bin=$KEYGATE_BIN
-else
+if [ -z "$bin" ]; then
   cargo build --release --quiet
   bin=$PWD/target/release/keygate
 fi
@@ -85,9 +84,9 @@ pg_url="postgres://postgres@127.0.0.1:$pgport/keygate?sslmode=disable"
 export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
 export KEYGATE_DURABILITY=${DURABILITY:-normal}
 export KEYGATE_LOG=warn
-# The headers are signed before the first phase, with one timestamp. With
-# the default 300 s skew they go stale ten minutes later, and a run of
-# many rounds (and its signing) lasts longer than that. The skew only sets
+# The headers are signed before the first phase, with one timestamp 30 s
+# ahead. With the default 300 s skew they go stale five and a half minutes
+# after signing, and a run of many rounds (and its signing) lasts longer. The skew only sets
 # how long pairs are kept; nothing expires during a run either way.
 export KEYGATE_SKEW_SECS=${KEYGATE_SKEW_SECS:-3600}
 export KEYGATE_MASTER_KEY_FILE=$work/master-key
