@@ -14,6 +14,7 @@
 
 pub mod backend;
 mod catalog;
+mod company_wait;
 mod database;
 mod error;
 mod key_cache;

@@ -5,10 +5,10 @@
 //! Why one thread and shared commits: a commit is the expensive part (an
 //! fsync on SQLite, a round trip and a WAL flush on PostgreSQL). Requests
 //! queue their pair with a reply channel; the writer takes everything
-//! queued (up to `MAX_BATCH`), and while commits are small and slow
-//! waits briefly for as many as the last one carried
-//! ([`Writer::wait_for_company`]), hands
-//! the batch to the [`NonceLedger`] as one transaction and answers each
+//! queued (up to `MAX_BATCH`), and while the batch is smaller than the
+//! last commit waits briefly for as many as that one carried
+//! ([`Writer::wait_for_company`], [`super::company_wait`]), hands the
+//! batch to the [`NonceLedger`] as one transaction and answers each
 //! request only after the commit. A request is therefore never accepted
 //! before its nonce is durable.
 //!
@@ -25,6 +25,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::sync::{mpsc, oneshot};
 
 use super::backend::{NonceLedger, PairOutcome, PairToRecord};
+use super::company_wait::{Doorbell, RecentCommits};
 use super::retried_failure::RetriedFailure;
 use super::seen_nonces::{PairHasher, SeenNonces};
 use crate::clock;
@@ -40,17 +41,6 @@ const QUEUE_CAPACITY: usize = 8192;
 /// wait for the database: it is retried next time, and requests queued
 /// behind it must not wait for it.
 const HOUSEKEEPING_WAIT: Duration = Duration::from_millis(100);
-/// The longest a batch waits for requests to join it
-/// (`Writer::wait_for_company`), however slow the last commit was: a
-/// commit that took seconds (a database going down) says nothing about
-/// when the next requests come.
-const MAX_WAIT_FOR_COMPANY: Duration = Duration::from_micros(300);
-/// How often a waiting batch looks for new requests. Linux adds its timer
-/// slack (50 µs) to each sleep.
-const COMPANY_POLL: Duration = Duration::from_micros(20);
-/// Commits carrying this many requests or fewer, typically, are small
-/// enough that waiting for company pays (`Writer::wait_for_company`).
-const FEW_REQUESTS: f64 = 8.0;
 
 type Reply = oneshot::Sender<Result<(), Error>>;
 
@@ -111,6 +101,8 @@ pub struct NonceWindow {
     seen: Arc<SeenNonces>,
     hasher: PairHasher,
     metrics: WriterMetrics,
+    /// Rung when a request's job completes the batch a writer waits for.
+    doorbell: Arc<Doorbell>,
 }
 
 impl NonceWindow {
@@ -133,6 +125,7 @@ impl NonceWindow {
         let queue = Arc::new(Mutex::new(queue));
         let hasher = seen.hasher.clone();
         let metrics = WriterMetrics::default();
+        let doorbell = Arc::new(Doorbell::default());
         for (number, ledger) in ledgers.into_iter().enumerate() {
             let writer = Writer {
                 ledger,
@@ -145,6 +138,7 @@ impl NonceWindow {
                 touch_failures: RetriedFailure::new("writing last-used times"),
                 purge_failures: RetriedFailure::new("purging expired nonces"),
                 recent: RecentCommits::default(),
+                doorbell: doorbell.clone(),
             };
             let queue = queue.clone();
             std::thread::Builder::new()
@@ -158,6 +152,7 @@ impl NonceWindow {
             seen,
             hasher,
             metrics,
+            doorbell,
         }
     }
 
@@ -209,7 +204,11 @@ impl NonceWindow {
         };
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
-            Ok(()) => None,
+            Ok(()) => {
+                let queued = self.jobs.max_capacity() - self.jobs.capacity();
+                self.doorbell.queued(queued);
+                None
+            }
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 return Err(Error::Unavailable("nonce writer stopped".into()))
@@ -279,6 +278,7 @@ struct Writer {
     touch_failures: RetriedFailure,
     purge_failures: RetriedFailure,
     recent: RecentCommits,
+    doorbell: Arc<Doorbell>,
 }
 
 /// Moves every queued job into `batch`, up to `MAX_BATCH`, without waiting.
@@ -288,36 +288,6 @@ fn take_queued(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
             Ok(job) => batch.push(job),
             Err(_) => break,
         }
-    }
-}
-
-/// What the writer remembers of its recent commits, to size the next one.
-#[derive(Default)]
-struct RecentCommits {
-    /// Requests the last commit carried.
-    last_requests: usize,
-    /// How long the last commit took.
-    last_duration: Duration,
-    /// Requests a commit, a moving average over about the last 8 commits.
-    typical_requests: f64,
-}
-
-impl RecentCommits {
-    fn record(&mut self, requests: usize, duration: Duration) {
-        self.last_requests = requests;
-        self.last_duration = duration;
-        self.typical_requests += (requests as f64 - self.typical_requests) / 8.0;
-    }
-
-    /// Whether a batch of `batch` jobs that has waited `waited` for more
-    /// should wait another poll: while commits are small, this batch is
-    /// smaller than the last one, and the wait stays within half of what
-    /// the last commit took (and `MAX_WAIT_FOR_COMPANY`).
-    fn worth_waiting(&self, batch: usize, waited: Duration) -> bool {
-        let patience = (self.last_duration / 2).min(MAX_WAIT_FOR_COMPANY);
-        self.typical_requests <= FEW_REQUESTS
-            && batch < self.last_requests
-            && waited + COMPANY_POLL <= patience
     }
 }
 
@@ -341,33 +311,13 @@ impl Writer {
     }
 
     /// Group commit: whatever queued while the last commit ran shares the
-    /// next one. While commits are small, a batch smaller than the last
-    /// one also waits a little for the rest of the clients.
-    ///
-    /// Why: with few connections, a commit's time is mostly its flush
-    /// (on PostgreSQL a round trip and a WAL fsync, on SQLite with
-    /// `full` durability an fsync), and the clients split into two
-    /// halves that take turns: one half's requests queue while the
-    /// other half's commit runs. Waiting for the second half puts both
-    /// in one commit, halving the flushes: two instances on PostgreSQL
-    /// with 2 and 8 connections each carried 20 to 38% more, at a
-    /// quarter lower median latency (BENCHMARKS.md, round 11).
-    ///
-    /// Why only while commits are small: with many requests a commit,
-    /// the two halves are a pipeline that keeps the CPU busy (one
-    /// half's requests are parsed and verified while the other half
-    /// commits), and merging them idles it: one instance at 64
-    /// connections carried 6 to 21% less when the wait applied at every
-    /// size. A fixed wait for every batch (200 µs, round 3) cost SQLite
-    /// throughput, because its commit without an fsync takes ~15 µs: so
-    /// the wait is also bounded by half the last commit's duration, and
-    /// a lone client (a last commit of one request) never waits.
+    /// next one, and a batch smaller than the last commit waits a little
+    /// for the rest of the clients (how long, and why: `company_wait`).
     fn wait_for_company(&self, queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
         let started = Instant::now();
-        // Sleeps in short steps, looking at the queue after each: a plain
-        // thread cannot block on tokio's queue with a timeout.
-        while self.recent.worth_waiting(batch.len(), started.elapsed()) {
-            std::thread::sleep(COMPANY_POLL);
+        while let Some(left) = self.recent.patience_left(batch.len(), started.elapsed()) {
+            let wanted = self.recent.company_wanted(batch.len());
+            self.doorbell.wait(wanted, left, || queue.len());
             take_queued(queue, batch);
         }
     }
@@ -546,60 +496,5 @@ mod decomposition {
         } else {
             Err(Error::NonceReused)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Commits as the writer would have seen them: `requests` each, each
-    /// taking `micros`.
-    fn after(commits: &[(usize, u64)]) -> RecentCommits {
-        let mut recent = RecentCommits::default();
-        for &(requests, micros) in commits {
-            recent.record(requests, Duration::from_micros(micros));
-        }
-        recent
-    }
-
-    #[test]
-    fn a_lone_client_never_waits() {
-        assert!(!after(&[(1, 5_000)]).worth_waiting(1, Duration::ZERO));
-        assert!(!RecentCommits::default().worth_waiting(1, Duration::ZERO));
-    }
-
-    #[test]
-    fn a_smaller_batch_waits_for_half_a_slow_commit() {
-        let postgres = after(&[(4, 400); 20]);
-        assert!(postgres.worth_waiting(2, Duration::ZERO));
-        assert!(postgres.worth_waiting(3, Duration::from_micros(180)));
-        assert!(!postgres.worth_waiting(2, Duration::from_micros(190)));
-        assert!(!postgres.worth_waiting(4, Duration::ZERO));
-        assert!(!postgres.worth_waiting(5, Duration::ZERO));
-    }
-
-    #[test]
-    fn large_commits_never_wait() {
-        let busy = after(&[(30, 800); 20]);
-        assert!(!busy.worth_waiting(15, Duration::ZERO));
-        // One small commit among large ones does not start the waiting.
-        let mut recent = after(&[(30, 800); 20]);
-        recent.record(6, Duration::from_micros(800));
-        assert!(!recent.worth_waiting(3, Duration::ZERO));
-    }
-
-    #[test]
-    fn a_commit_cheaper_than_a_poll_never_waits() {
-        // SQLite's commit without an fsync takes ~15 µs.
-        assert!(!after(&[(4, 15); 20]).worth_waiting(1, Duration::ZERO));
-    }
-
-    #[test]
-    fn the_wait_is_capped_however_slow_the_last_commit() {
-        // A commit that took seconds: a database going down.
-        let stalled = after(&[(4, 400), (4, 5_000_000)]);
-        assert!(stalled.worth_waiting(1, Duration::from_micros(250)));
-        assert!(!stalled.worth_waiting(1, Duration::from_micros(290)));
     }
 }
