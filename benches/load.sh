@@ -21,7 +21,7 @@ export KEYGATE_DB=$work/keygate.db
 export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
 export KEYGATE_DURABILITY=${DURABILITY:-normal}
 export KEYGATE_SKEW_SECS=${SKEW:-300}
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000))
 "$bin" serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) 2>"$work/serve.log" &
 server=$!
 for _ in $(seq 50); do grep -q "keygate listening" "$work/serve.log" && break; sleep 0.1; done

@@ -32,7 +32,7 @@ trap cleanup EXIT
 export KEYGATE_ADMIN_TOKEN=load-test-admin-token-0123456789abcdef
 export KEYGATE_LOG=warn
 export KEYGATE_DB=$work/keygate.db
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000))
 "$bin" serve --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$((port + 1)) 2>"$work/serve.log" &
 pid=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -70,7 +70,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-pgport=$((40000 + RANDOM % 10000))
+# Every port here is below Linux's ephemeral range (32768-60999), where a
+# client socket (wrk's, keygate's to PostgreSQL) may already hold it: a
+# run once failed on "Address already in use" for a port picked there.
+pgport=$((10000 + RANDOM % 10000))
 mkdir "$work/pg"
 [ "$(id -u)" = 0 ] && chown postgres: "$work/pg"
 as_pg "$pgbin/initdb" -D "$work/pg" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
@@ -94,7 +97,7 @@ export KEYGATE_MASTER_KEY_FILE=$work/master-key
 declare -A port
 # serve NAME DB [ARGS]: a keygate on DB, its ports in ${port[NAME]}.
 serve() {
-  local p=$((20000 + RANDOM % 20000)) name=$1 db=$2
+  local p=$((20000 + RANDOM % 12000)) name=$1 db=$2
   shift 2
   KEYGATE_DB=$db "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) "$@" 2>"$work/$name.log" &
   pids+=($!)

@@ -35,7 +35,7 @@ start_server() {
   local mode=$1 dir=$work/$1 p key key_id secret first
   mkdir -p "$dir"
   export KEYGATE_DB=$dir/keygate.db
-  p=$((20000 + RANDOM % 20000))
+  p=$((20000 + RANDOM % 12000))
   KEYGATE_BENCH_NONCE_MODE=$mode "$bin" serve --listen 127.0.0.1:$p --admin-listen 127.0.0.1:$((p + 1)) 2>"$dir/serve.log" &
   pid[$mode]=$!
   port[$mode]=$p
