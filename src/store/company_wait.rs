@@ -94,14 +94,17 @@ impl Default for Doorbell {
 }
 
 impl Doorbell {
-    /// Told by a request after it queued its job, with the number of jobs
-    /// now queued: wakes the waiting writer if that completes its batch.
-    pub(super) fn queued(&self, queued: usize) {
+    /// Told by a request after it queued its job (`queued_now` counts the
+    /// jobs queued, and is only asked while a writer waits): wakes the
+    /// waiting writer if they complete its batch.
+    pub(super) fn queued(&self, queued_now: impl Fn() -> usize) {
         // Orders the request's push before its look at `wanted`, as
         // `wait` orders the writer's `wanted` before its look at the
         // queue: one of the two always sees the other.
         fence(Ordering::SeqCst);
-        if queued >= self.wanted.load(Ordering::Relaxed)
+        let wanted = self.wanted.load(Ordering::Relaxed);
+        if wanted != usize::MAX
+            && queued_now() >= wanted
             && self.wanted.swap(usize::MAX, Ordering::AcqRel) != usize::MAX
         {
             if let Some(writer) = &*self.waiter.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -211,8 +214,8 @@ mod tests {
 
     /// Queues one job, as a request does.
     fn queue_one(bell: &Doorbell, queue: &AtomicUsize) {
-        let queued = queue.fetch_add(1, Ordering::SeqCst) + 1;
-        bell.queued(queued);
+        queue.fetch_add(1, Ordering::SeqCst);
+        bell.queued(|| queue.load(Ordering::SeqCst));
     }
 
     #[test]

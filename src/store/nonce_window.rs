@@ -205,8 +205,8 @@ impl NonceWindow {
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
             Ok(()) => {
-                let queued = self.jobs.max_capacity() - self.jobs.capacity();
-                self.doorbell.queued(queued);
+                self.doorbell
+                    .queued(|| self.jobs.max_capacity() - self.jobs.capacity());
                 None
             }
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
