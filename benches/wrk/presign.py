@@ -6,7 +6,9 @@ wrk can send signed requests without signing anything itself.
     presign.py KEY_ID SECRET N PATH OUT_FILE
 
 It signs with `sign()` from client-examples/python/client.py, the code
-partners copy, so the load run also shows that code being accepted.
+partners copy, so the load run also shows that code being accepted. Every
+line of a file has the same length (one key id, one ten-digit timestamp,
+fixed-size hex nonce and signature): replay.lua seeks to a header by it.
 """
 import os
 import sys

@@ -4,24 +4,44 @@
 -- (TARGET=/healthz ignores the header), so both phases cost wrk the same.
 -- START skips headers an earlier signed phase already used; with NEXT_FILE
 -- set, the run writes there where the next phase should start.
-local headers = {}
+-- The headers are read one at a time as requests need them, not loaded in
+-- init: wrk starts each thread as soon as that thread's init returns, and
+-- counts its requests from then on, so while a later thread loaded a
+-- large file (a second for two million headers) the earlier ones already
+-- ran alone, and the phase counted their head start (BENCHMARKS.md,
+-- round 14). Every line of a file has one length (presign.py writes them
+-- so), which lets init seek straight to START.
+local file, line_length, count
 -- next_index is a global so that done() can read it from each thread.
-local count = 0
 next_index = tonumber(os.getenv("START") or "0")
 local threads = {}
+
+-- With TARGETS ("host:port host:port ..."), thread N sends to the Nth
+-- target (wrapping around): one wrk process can drive several servers,
+-- each thread with its own headers.
+local targets = {}
+for target in (os.getenv("TARGETS") or ""):gmatch("%S+") do
+  table.insert(targets, target)
+end
 
 function setup(thread)
   table.insert(threads, thread)
   thread:set("thread_number", #threads)
+  if #targets > 0 then
+    local target = targets[(#threads - 1) % #targets + 1]
+    local host, port = target:match("^(.+):(%d+)$")
+    thread.addr = wrk.lookup(host, port)[1]
+  end
 end
 
 function init(args)
-  local file = assert(io.open(os.getenv("AUTH_FILE") .. "." .. thread_number, "r"))
-  for line in file:lines() do
-    count = count + 1
-    headers[count] = line
-  end
-  file:close()
+  local name = os.getenv("AUTH_FILE") .. "." .. thread_number
+  file = assert(io.open(name, "r"))
+  line_length = #assert(file:read("*l"), name .. " is empty") + 1
+  local size = file:seek("end")
+  assert(size % line_length == 0, name .. ": headers of different lengths")
+  count = size / line_length
+  file:seek("set", (next_index % count) * line_length)
 end
 
 function request()
@@ -30,8 +50,9 @@ function request()
     -- Out of fresh nonces: these are replays now, and keygate refuses
     -- them (wrk reports them as non-2xx); presign more.
     next_index = 1
+    file:seek("set", 0)
   end
-  return wrk.format("GET", os.getenv("TARGET"), { ["Authorization"] = headers[next_index] })
+  return wrk.format("GET", os.getenv("TARGET"), { ["Authorization"] = file:read("*l") })
 end
 
 function done(summary, latency, requests)
