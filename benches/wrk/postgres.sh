@@ -2,8 +2,9 @@
 # Signed throughput on PostgreSQL against SQLite, all in one run on this
 # machine: one keygate on SQLite, one keygate on PostgreSQL, and two
 # keygate processes on one PostgreSQL database (each with half of the
-# connections, one public worker and a wrk process of one thread, so that
-# every phase runs two workers and two wrk threads on the two cores). Every server, PostgreSQL and wrk
+# connections, one public worker and one of the wrk process's two threads,
+# so that every phase runs two workers and one wrk process of two threads
+# on the two cores). Every server, PostgreSQL and wrk
 # share the same cores, as they would on a small two-gateway deployment's
 # database host, so the figures are what this machine does, not what each
 # part could do alone.
@@ -105,29 +106,38 @@ serve() {
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$p/healthz" >/dev/null 2>&1 && return; sleep 0.1; done
   echo "keygate $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1
 }
-# presign NAME DB COUNT: a key on DB and COUNT pre-signed headers for it in
-# each of $work/NAME.auth.{1,2}.
+# presign NAME DB COUNT FILE...: a key on DB, and COUNT pre-signed headers
+# for it in each FILE, signed in the background (`signed` waits for them).
+signers=()
+signed() { wait "${signers[@]}"; signers=(); }
 presign() {
-  local key key_id secret first
+  local key key_id secret file
   key=$(KEYGATE_DB=$2 "$bin" key create "$(KEYGATE_DB=$2 "$bin" app create "wrk-$1" --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
   key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
   secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
-  python3 "$here/presign.py" "$key_id" "$secret" "$3" /v1/whoami "$work/$1.auth.1" & first=$!
-  python3 "$here/presign.py" "$key_id" "$secret" "$3" /v1/whoami "$work/$1.auth.2"
-  wait $first
+  for file in "${@:4}"; do
+    python3 "$here/presign.py" "$key_id" "$secret" "$3" /v1/whoami "$file" &
+    signers+=($!)
+  done
 }
 
-# Every phase has the same two cores, two wrk threads and two public
-# workers in all: one instance has two workers; each of two instances
-# has one, and gets one wrk thread of its own.
+# Every phase has the same two cores, one wrk process of two threads and
+# two public workers in all: one instance has two workers; each of two
+# instances has one, and one wrk thread of its own (replay.lua's TARGETS),
+# with headers for its own key: $work/NAME.auth.N is thread N's.
 KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key serve sqlite "$work/keygate.db"
 serve pg-one "$pg_url"
 serve pg-a "$pg_url" --workers 1
 serve pg-b "$pg_url" --workers 1
-KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key presign sqlite "$work/keygate.db" "$per_thread"
-presign pg-one "$pg_url" "$per_thread"
-for name in pg-a pg-b; do presign $name "$pg_url" "$per_thread_soak"; done
+KEYGATE_MASTER_KEY_FILE=$work/sqlite.master-key \
+  presign sqlite "$work/keygate.db" "$per_thread" "$work/sqlite.auth.1" "$work/sqlite.auth.2"
+signed
+presign pg-one "$pg_url" "$per_thread" "$work/pg-one.auth.1" "$work/pg-one.auth.2"
+signed
+presign pg-a "$pg_url" "$per_thread_soak" "$work/pg-two.auth.1"
+presign pg-b "$pg_url" "$per_thread_soak" "$work/pg-two.auth.2"
+signed
 
 if [ "$prefill" -gt 0 ]; then
   # Spread over the benchmark's keys as their own pairs would be, with
@@ -164,40 +174,41 @@ nonce_table() {
 }
 # PostgreSQL's WAL so far, as "bytes full-page-images".
 wal() { psql -d keygate -F' ' -c 'SELECT wal_bytes, wal_fpi FROM pg_stat_wal'; }
-# run_wrk HEADERS PORT CONNECTIONS SECONDS THREADS: one wrk, its output on stdout.
+# run_wrk HEADERS CONNECTIONS SECONDS PORT...: one wrk process of two
+# threads, thread N sending to the Nth port (wrapping around) with the
+# headers in $work/HEADERS.auth.N; its output on stdout. The same load
+# generator for every configuration: until round 14 two instances had two
+# wrk processes of one thread each, and escaped the head start that
+# replay.lua used to give the first thread of one process (BENCHMARKS.md).
 run_wrk() {
-  START=${next[$1]:-0} NEXT_FILE=$work/$1.next AUTH_FILE=$work/$1.auth TARGET=/v1/whoami \
-    wrk -t"$5" -c"$3" -d"${4}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2"
+  local headers=$1 connections=$2 seconds=$3 targets=() p
+  shift 3
+  for p in "$@"; do targets+=("127.0.0.1:$p"); done
+  START=${next[$headers]:-0} NEXT_FILE=$work/$headers.next AUTH_FILE=$work/$headers.auth \
+    TARGETS="${targets[*]}" TARGET=/v1/whoami \
+    wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$1"
 }
-# phase NAME CONNECTIONS HEADERS:PORT...: wrk against each target at once,
-# connections split.
+# phase NAME CONNECTIONS HEADERS PORT...: one wrk against the ports at
+# once, its connections split between them.
 declare -A batch_sum batch_count
 phase() {
-  local name=$1 connections=$2 n=0 out spec share wal_before wal_after wrks=() s0 c0 s1 c1
-  shift 2
+  local name=$1 connections=$2 headers=$3 n out p wal_before wal_after s0 c0 s1 c1
+  shift 3
   wal_before=$(wal)
   read -r k0 p0 b0 i0 t0 <<<"$(cpu)"
-  for spec in "$@"; do read -r s0 c0 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]:-0} - s0)); batch_count[$name]=$((${batch_count[$name]:-0} - c0)); done
-  share=$((connections / $#))
-  for spec in "$@"; do
-    run_wrk "${spec%%:*}" "${spec##*:}" "$share" "$duration" $((2 / $#)) >"$work/wrk.${spec%%:*}" &
-    wrks+=($!)
-  done
-  wait "${wrks[@]}"
-  for spec in "$@"; do
-    out=$(cat "$work/wrk.${spec%%:*}"); rm "$work/wrk.${spec%%:*}"
-    n=$((n + $(echo "$out" | awk '/requests in/ {print $1}')))
-    next[${spec%%:*}]=$(cat "$work/${spec%%:*}.next")
-    p50s[$name]="${p50s[$name]:-}$(echo "$out" | awk '/ 50%/ {print $2}') "
-    p99s[$name]="${p99s[$name]:-}$(echo "$out" | awk '/ 99%/ {print $2}') "
-    # A refused request (out of headers, or a stale timestamp) costs far
-    # less than an accepted one and would inflate the phase's figure.
-    if echo "$out" | grep -q Non-2xx; then
-      echo "  $name: $(echo "$out" | grep Non-2xx | xargs): the figures would be wrong, stopping" >&2
-      exit 1
-    fi
-    read -r s1 c1 <<<"$(commits "${spec##*:}")"; batch_sum[$name]=$((${batch_sum[$name]} + s1)); batch_count[$name]=$((${batch_count[$name]} + c1))
-  done
+  for p in "$@"; do read -r s0 c0 <<<"$(commits "$p")"; batch_sum[$name]=$((${batch_sum[$name]:-0} - s0)); batch_count[$name]=$((${batch_count[$name]:-0} - c0)); done
+  out=$(run_wrk "$headers" "$connections" "$duration" "$@")
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  next[$headers]=$(cat "$work/$headers.next")
+  p50s[$name]="${p50s[$name]:-}$(echo "$out" | awk '/ 50%/ {print $2}') "
+  p99s[$name]="${p99s[$name]:-}$(echo "$out" | awk '/ 99%/ {print $2}') "
+  # A refused request (out of headers, or a stale timestamp) costs far
+  # less than an accepted one and would inflate the phase's figure.
+  if echo "$out" | grep -q Non-2xx; then
+    echo "  $name: $(echo "$out" | grep Non-2xx | xargs): the figures would be wrong, stopping" >&2
+    exit 1
+  fi
+  for p in "$@"; do read -r s1 c1 <<<"$(commits "$p")"; batch_sum[$name]=$((${batch_sum[$name]} + s1)); batch_count[$name]=$((${batch_count[$name]} + c1)); done
   requests[$name]=$((${requests[$name]:-0} + n))
   read -r k1 p1 b1 i1 t1 <<<"$(cpu)"
   cpu_keygate[$name]=$((${cpu_keygate[$name]:-0} + k1 - k0))
@@ -219,12 +230,12 @@ configs=("sqlite, one instance" "postgres, one instance" "postgres, two instance
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}')"
 echo "PostgreSQL settings: $(psql -d keygate -c "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'wal_compression')")"
 echo "nonce table before the phases: $(nonce_table)"
-echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (two wrk threads in all, pre-signed GET /v1/whoami)"
+echo "connections: $connection_counts; rounds=$rounds of ${duration}s phases (one wrk process of two threads, pre-signed GET /v1/whoami)"
 for round in $(seq "$rounds"); do
   for c in $connection_counts; do
-    phase "${configs[0]}, $c connections" "$c" sqlite:${port[sqlite]}
-    phase "${configs[1]}, $c connections" "$c" pg-one:${port[pg-one]}
-    phase "${configs[2]}, $c connections" "$c" pg-a:${port[pg-a]} pg-b:${port[pg-b]}
+    phase "${configs[0]}, $c connections" "$c" sqlite "${port[sqlite]}"
+    phase "${configs[1]}, $c connections" "$c" pg-one "${port[pg-one]}"
+    phase "${configs[2]}, $c connections" "$c" pg-two "${port[pg-a]}" "${port[pg-b]}"
   done
 done
 total=$((rounds * duration))
@@ -274,11 +285,10 @@ if [ "$soak" -gt 0 ]; then
   echo
   echo "nonce table during ${soak}s on two instances (window = skew $KEYGATE_SKEW_SECS s + 1: nothing expires yet):"
   first=${connection_counts%% *}
-  run_wrk pg-a "${port[pg-a]}" $((first / 2)) "$soak" 1 >/dev/null & soakers=($!)
-  run_wrk pg-b "${port[pg-b]}" $((first / 2)) "$soak" 1 >/dev/null & soakers+=($!)
+  run_wrk pg-two "$first" "$soak" "${port[pg-a]}" "${port[pg-b]}" >/dev/null & soaker=$!
   for t in $(seq 0 10 "$soak"); do
     printf '  t=%3ss  %s\n' "$t" "$(nonce_table)"
     [ "$t" -lt "$soak" ] && sleep 10
   done
-  wait "${soakers[@]}"
+  wait $soaker
 fi
