@@ -41,7 +41,8 @@ function init(args)
   local size = file:seek("end")
   assert(size % line_length == 0, name .. ": headers of different lengths")
   count = size / line_length
-  file:seek("set", (next_index % count) * line_length)
+  -- Past the end (out of fresh headers), request() starts over.
+  file:seek("set", math.min(next_index, count) * line_length)
 end
 
 function request()
