@@ -24,3 +24,9 @@ with open(out_path, "w") as out:
     for _ in range(int(count)):
         header, _ = sign(key_id, secret, "GET", path, b"", timestamp=timestamp)
         out.write(header + "\n")
+    # On disk before the run starts: otherwise the kernel writes these
+    # hundreds of megabytes back about 30 s later, in the middle of a
+    # phase, and every process on the machine stalls for a few hundred
+    # milliseconds while it does (BENCHMARKS.md, round 14).
+    out.flush()
+    os.fsync(out.fileno())
