@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = StoreConfig::new(dir.path().join("bench.db"));
         config.durability = durability;
-        let store = Store::open(&config).unwrap();
+        let store = Store::open(&config, 300).unwrap();
         let app = store.catalog().create_app("bench", "bench").unwrap();
         let key_id = store
             .catalog()

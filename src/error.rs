@@ -14,6 +14,14 @@ use crate::store::StoreError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // --- partner-facing refusals (public listener) ---
+    /// The request target is not origin-form (`*`, or `host:port`): there
+    /// is no path to sign, judge or forward.
+    #[error("the request target must be a path starting with '/' (got {0})")]
+    MalformedRequest(&'static str),
+    /// A path that common servers read differently (see `canonical_path`):
+    /// never judged by a policy, never forwarded.
+    #[error("the path has {0}; servers disagree on what such a path means, so keygate refuses it: send the path it stands for")]
+    AmbiguousPath(crate::canonical_path::Ambiguity),
     #[error("the request has no Authorization header; sign it with {SCHEME} (see the README)")]
     MissingAuthorization,
     #[error("malformed Authorization header: {0}")]
@@ -103,6 +111,8 @@ impl Error {
     /// so they never change once released.
     pub fn code(&self) -> &'static str {
         match self {
+            Error::MalformedRequest(_) => "malformed_request",
+            Error::AmbiguousPath(_) => "ambiguous_path",
             Error::MissingAuthorization | Error::AdminTokenMissing => "missing_authorization",
             Error::MalformedAuthorization(_) => "malformed_authorization",
             Error::UnknownKey => "unknown_key",
@@ -204,9 +214,11 @@ impl ResponseError for Error {
             Error::Forbidden { .. } | Error::ForbiddenSource { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Error::UnreadableBody(_) | Error::InvalidJson(_) | Error::InvalidRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Error::MalformedRequest(_)
+            | Error::AmbiguousPath(_)
+            | Error::UnreadableBody(_)
+            | Error::InvalidJson(_)
+            | Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             Error::AppNotFound(_) | Error::KeyNotFound(_) | Error::NotFound => {
                 StatusCode::NOT_FOUND
             }

@@ -4,6 +4,8 @@
 //! - [`signature`]: the KG1 scheme itself, pure (no I/O); shared by the
 //!   server, the CLI and the client examples.
 //! - [`rfc9421`]: RFC 9421 HTTP Message Signatures (hmac-sha256), pure too.
+//! - [`canonical_path`]: the one form of path keygate forwards and judges,
+//!   pure: what common servers would read differently is refused.
 //! - [`credentials`]: key ids, secrets, the admin token and the master key.
 //! - [`store`]: SQLite: applications, keys, the nonce window, the audit log.
 //! - [`http`]: the public and admin listeners (actix-web).
@@ -13,6 +15,7 @@
 //! - [`metrics`]: what `GET /admin/metrics` reports to an operator.
 //! - [`policy`]: access policies (routes, source networks, rate limits), pure.
 
+pub mod canonical_path;
 pub mod cli;
 pub mod clock;
 pub mod config;

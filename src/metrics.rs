@@ -248,6 +248,16 @@ impl Collector for StoreGauges {
             let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
             gauge.encode(metric)?;
         }
+        if let Some(offset) = store.database_clock_offset_secs() {
+            let gauge = ConstGauge::<f64>::new(offset);
+            let metric = encoder.encode_descriptor(
+                "database_clock_offset_seconds",
+                "The PostgreSQL server's clock minus this instance's, measured every 5 s; past the skew, signed requests are refused with 503.",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
         Ok(())
     }
 }

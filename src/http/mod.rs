@@ -12,9 +12,9 @@ mod body;
 mod body_budget;
 mod console;
 mod gateway;
-mod protocol_refusals;
 mod public;
 mod signed_request;
+mod target;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -32,7 +32,6 @@ use actix_web::{web, App};
 
 pub use admin::{parse_each_admin_body, parse_rfc3339};
 pub use body_budget::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
-pub use protocol_refusals::JsonRefusals;
 pub use signed_request::{RefusalLog, SignedRequest};
 
 use crate::config::Config;
@@ -131,7 +130,7 @@ impl Application {
         if let Some(upstream) = &config.upstream {
             gateway::validate_upstream(upstream)?;
         }
-        let store = Store::open(&config.store)?;
+        let store = Store::open(&config.store, config.skew_secs)?;
         let metrics = Arc::new(Metrics::new(store.clone()));
         metrics.start_sampling();
 
@@ -167,7 +166,9 @@ impl Application {
                 let app = App::new().app_data(public_state.clone());
                 match &upstream {
                     Some(base) => app
-                        .app_data(web::Data::new(gateway::Upstream::new(base)))
+                        .app_data(web::Data::new(
+                            gateway::Upstream::new(base).expect("validated in Application::build"),
+                        ))
                         .configure(public::own_routes)
                         .default_service(web::to(gateway::forward)),
                     None => app
@@ -235,10 +236,15 @@ impl Application {
 
 /// Serves the app `factory` makes (one per worker) on `listener`, as
 /// actix-web's `HttpServer::listen` does with its defaults (5 s for a
-/// request head, keep-alive, 1 s to say goodbye), but with each
-/// connection's stream wrapped in [`JsonRefusals`], so the refusals
-/// actix-http writes itself (400, 408, 431) are JSON with a code too.
-/// `max_connections` is for the whole listener (actix counts per worker).
+/// request head, keep-alive, 1 s to say goodbye), with the `Expect:
+/// 100-continue` check below. `max_connections` is for the whole listener
+/// (actix counts per worker).
+///
+/// The refusals actix-http writes itself, for a request it cannot parse
+/// (400), a head too large (431) or too slow (408), are bare: an empty
+/// body, no code. They were once rewritten into JSON by recognising their
+/// bytes on the way out, which also rewrote an upstream's body that
+/// contained those bytes (issue 28); no byte written is inspected now.
 fn serve<F, I, S, B>(
     listener: TcpListener,
     workers: usize,
@@ -267,7 +273,7 @@ where
                 .map_err(|err| err.into().error_response());
             fn_service(|io: TcpStream| async move {
                 let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((JsonRefusals::new(io), peer))
+                Ok::<_, DispatchError>((io, peer))
             })
             .and_then(
                 HttpService::build()

@@ -2,6 +2,9 @@
 //! extractor: a handler that takes a [`SignedRequest`] runs only for a
 //! request that passed every step, in the contract's order:
 //!
+//! 0. the request target a path every server reads one way (`target`),
+//!    before anything else, so no step judges a path the upstream would
+//!    read differently;
 //! 1. header present and well formed;
 //! 2. key known, not revoked, not expired;
 //! 3. timestamp within the allowed skew;
@@ -28,7 +31,7 @@ use sha2::{Digest, Sha256};
 use super::{body, PublicState};
 use crate::clock;
 use crate::error::Error;
-use crate::policy::{self, Allowance, Refusal};
+use crate::policy::{self, Allowance, Enforced, Refusal};
 use crate::rfc9421::{self, MessageSignature, RequestParts};
 use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign, SCHEME};
 use crate::store::CachedKey;
@@ -167,6 +170,10 @@ async fn verify(
     payload: Payload,
     state: &PublicState,
 ) -> Result<SignedRequest, Error> {
+    super::target::checked_target(req.uri())?;
+    if let Some(reason) = state.store.clock_refusal() {
+        return Err(Error::Unavailable(reason));
+    }
     let authorization = req.headers().get(header::AUTHORIZATION);
     let is_kg1 = authorization.is_some_and(|v| {
         v.as_bytes().len() >= SCHEME.len()
@@ -250,8 +257,14 @@ async fn accept(
     body: Bytes,
 ) -> Result<SignedRequest, Error> {
     let remember_until = signed_at + i64::from(state.skew_secs) + 1;
+    // A replay this process knows of is refused before the policy: it
+    // must not spend an allowance (CONTRACT.md section 8), or anyone who
+    // saw one signed request could keep its partner throttled.
+    if state.store.known_replay(&key, nonce) {
+        return Err(Error::NonceReused);
+    }
     for _ in 0..POLICY_RECHECKS {
-        let (policy_seq, allowance) = match check_policy(req, state, &key) {
+        let (policy, allowance) = match check_policy(req, state, &key) {
             Ok(checked) => checked,
             // The cache may hold a policy older than the stored one (set a
             // moment ago through the CLI or another instance): a route or
@@ -267,16 +280,24 @@ async fn accept(
                 if Box::pin(state.store.recheck_before_refusal(&key)).await? {
                     continue;
                 }
-                check_policy(req, state, &key)?;
+                // Allowed after all (the cache changed meanwhile): what
+                // this check took goes back, and the loop checks again.
+                check_policy(req, state, &key)?.0.give_back();
                 continue;
             }
             Err(refusal) => return Err(refusal),
         };
-        match state
+        let recorded = state
             .store
-            .record_nonce(&key, nonce, remember_until, policy_seq)
-            .await
-        {
+            .record_nonce(&key, nonce, remember_until, policy.policy_seq)
+            .await;
+        if recorded.is_err() {
+            // Not accepted (a replay another process or a concurrent
+            // request recorded first, a policy change, a store fault):
+            // the allowance it took goes back.
+            policy.give_back();
+        }
+        match recorded {
             Err(Error::PolicyChanged) => {
                 // Boxed: rare, and its state would grow every request's future.
                 Box::pin(state.store.reload_policies(&key)).await?;
@@ -297,14 +318,15 @@ async fn accept(
     ))
 }
 
-/// Step 5: the policy as cached now; returns the version checked and the
-/// rate limit's allowance left.
+/// Step 5: the policy as cached now; returns it (the version checked, and
+/// the limiters to give an allowance back to) and the rate limit's
+/// allowance left.
 fn check_policy(
     req: &HttpRequest,
     state: &PublicState,
     key: &CachedKey,
-) -> Result<(i64, Option<Allowance>), Error> {
-    let policy = key.policy();
+) -> Result<(Arc<Enforced>, Option<Allowance>), Error> {
+    let policy = arc_swap::Guard::into_inner(key.policy());
     let client = || {
         policy::source::client_address(
             req.peer_addr().map(|a| a.ip()),
@@ -324,7 +346,7 @@ fn check_policy(
             Refusal::Source(address) => Error::ForbiddenSource { address },
             Refusal::RateLimited(over) => Error::RateLimited(over),
         })?;
-    Ok((policy.policy_seq, allowance))
+    Ok((policy, allowance))
 }
 
 /// Step 3: the signing time must be within the allowed skew of the

@@ -296,14 +296,35 @@ impl Enforced {
                 return Err(Refusal::Source(address));
             }
         }
-        let mut tightest: Option<Allowance> = None;
-        for limiter in [&self.key.limiter, &self.app.limiter].into_iter().flatten() {
-            let allowance = limiter.check().map_err(Refusal::RateLimited)?;
-            if tightest.is_none_or(|t| allowance.remaining < t.remaining) {
-                tightest = Some(allowance);
+        let key = self.key.limiter.as_ref();
+        let key_allowance = key
+            .map(Limiter::check)
+            .transpose()
+            .map_err(Refusal::RateLimited)?;
+        let app_allowance = match self.app.limiter.as_ref().map(Limiter::check).transpose() {
+            Ok(allowance) => allowance,
+            Err(over) => {
+                // Not accepted, so the key's allowance it took comes back.
+                key.into_iter().for_each(Limiter::give_back);
+                return Err(Refusal::RateLimited(over));
             }
-        }
-        Ok(tightest)
+        };
+        // The tighter of the two (the key's on a tie).
+        Ok([key_allowance, app_allowance]
+            .into_iter()
+            .flatten()
+            .min_by_key(|allowance| allowance.remaining))
+    }
+
+    /// Undoes the allowance a successful [`check`](Self::check) took, for
+    /// a request that was then not accepted (its nonce turned out to be
+    /// used already, or could not be recorded): only accepted requests
+    /// count against a limit (CONTRACT.md section 8).
+    pub fn give_back(&self) {
+        [&self.key.limiter, &self.app.limiter]
+            .into_iter()
+            .flatten()
+            .for_each(Limiter::give_back);
     }
 }
 
@@ -451,5 +472,33 @@ mod tests {
             policy.check("GET", "/ok", || None),
             Err(Refusal::RateLimited(_))
         ));
+    }
+
+    /// A request the application's limit refuses is not accepted, so the
+    /// key's allowance it took comes back; and `give_back` undoes a check.
+    #[test]
+    fn only_accepted_requests_spend_an_allowance() {
+        let policy = enforced(
+            r#"{"rate_limit": {"per_second": 0.01, "burst": 1}}"#,
+            r#"{"rate_limit": {"per_second": 0.01, "burst": 3}}"#,
+        );
+        let remaining = |p: &Enforced| p.check("GET", "/", || None).map(|a| a.unwrap().remaining);
+        assert_eq!(remaining(&policy), Ok(0));
+        for _ in 0..5 {
+            assert!(matches!(remaining(&policy), Err(Refusal::RateLimited(_))));
+        }
+        policy.give_back();
+        assert_eq!(remaining(&policy), Ok(0));
+        assert_eq!(
+            policy
+                .key
+                .limiter
+                .as_ref()
+                .unwrap()
+                .check()
+                .unwrap()
+                .remaining,
+            1
+        );
     }
 }

@@ -1,16 +1,16 @@
 //! Requests per second with a burst, for an application or a key
-//! (CONTRACT.md section 8). The counting is governor's GCRA: one atomic
-//! word per limit, no background task, exact at any rate.
+//! (CONTRACT.md section 8), counted by GCRA in one atomic word per limit
+//! (see [`Limiter`]). Only accepted requests count: an allowance taken by
+//! a request that then proves to be a replay is given back.
 //!
 //! Each keygate instance counts the requests it serves itself (as Kong's
 //! `local` policy does): a shared count would put a database round trip
 //! in front of every signed request. With N instances behind a balancer a
 //! partner can reach up to N times the limit; see the README.
 
-use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -113,29 +113,37 @@ impl Allowance {
     }
 }
 
-type StateLimiter = governor::RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    DefaultClock,
-    governor::middleware::StateInformationMiddleware,
->;
-
-/// One limit's state.
+/// One limit's state: the generic cell rate algorithm (GCRA, as in
+/// governor and ATM networks), kept by hand for one reason: a request
+/// whose allowance was taken may turn out to be a replay only when its
+/// nonce is recorded, after the limit was checked, and then its allowance
+/// must be given back ([`Limiter::give_back`]), which governor cannot do.
+///
+/// The state is one word, the "theoretical arrival time" (TAT): when the
+/// allowance would be full again had every accepted request come at the
+/// rate. A request is allowed when taking one period from the allowance
+/// leaves the TAT at most `burst` periods ahead of now. One atomic word,
+/// no lock, no background task, exact at any rate.
 pub struct Limiter {
     limit: RateLimit,
-    state: StateLimiter,
+    /// One request's share of the allowance, in nanoseconds.
+    period_nanos: u64,
+    /// How far ahead of now the TAT may run: `burst` periods.
+    tolerance_nanos: u64,
+    /// The TAT, in nanoseconds since `started`.
+    theoretical_arrival: AtomicU64,
+    started: Instant,
 }
 
 impl Limiter {
     pub fn new(limit: RateLimit) -> Limiter {
-        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = governor::Quota::with_period(limit.period())
-            .expect("a positive period")
-            .allow_burst(burst);
+        let period_nanos = (limit.period().as_nanos() as u64).max(1);
         Limiter {
             limit,
-            state: governor::RateLimiter::direct(quota)
-                .with_middleware::<governor::middleware::StateInformationMiddleware>(),
+            period_nanos,
+            tolerance_nanos: period_nanos.saturating_mul(u64::from(limit.burst.max(1))),
+            theoretical_arrival: AtomicU64::new(0),
+            started: Instant::now(),
         }
     }
 
@@ -143,30 +151,56 @@ impl Limiter {
         self.limit
     }
 
+    fn now_nanos(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
     /// Takes one request's allowance and says what is left, or says how
-    /// long to wait.
+    /// long to wait (taking nothing).
     pub fn check(&self) -> Result<Allowance, OverLimit> {
-        let period = self.limit.period().as_secs_f64();
-        self.state
-            .check()
-            .map(|snapshot| {
-                let remaining = snapshot.remaining_burst_capacity();
-                let used = f64::from(self.limit.burst.saturating_sub(remaining));
-                Allowance {
-                    limit: self.limit.burst,
-                    remaining,
-                    reset_secs: (used * period).ceil() as u64,
-                }
-            })
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                let window = self.limit.period().as_secs_f64() * f64::from(self.limit.burst);
-                OverLimit {
+        let now = self.now_nanos();
+        let mut tat = self.theoretical_arrival.load(Ordering::Acquire);
+        loop {
+            let next = tat.max(now) + self.period_nanos;
+            let ahead = next - now;
+            if ahead > self.tolerance_nanos {
+                let wait = Duration::from_nanos(ahead - self.tolerance_nanos);
+                let window = Duration::from_nanos(self.tolerance_nanos);
+                return Err(OverLimit {
                     retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
                     limit: self.limit.burst,
-                    window_secs: window.ceil().max(1.0) as u64,
+                    window_secs: window.as_secs_f64().ceil().max(1.0) as u64,
+                });
+            }
+            match self.theoretical_arrival.compare_exchange_weak(
+                tat,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let remaining = (self.tolerance_nanos - ahead) / self.period_nanos;
+                    return Ok(Allowance {
+                        limit: self.limit.burst,
+                        remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+                        reset_secs: Duration::from_nanos(ahead).as_secs_f64().ceil() as u64,
+                    });
                 }
-            })
+                Err(current) => tat = current,
+            }
+        }
+    }
+
+    /// Gives back the allowance one successful [`check`](Self::check)
+    /// took, for a request that was not accepted after all (a replay found
+    /// when its nonce was recorded). A TAT already in the past means the
+    /// allowance is full: nothing to give back there.
+    pub fn give_back(&self) {
+        let _ = self
+            .theoretical_arrival
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(tat.saturating_sub(self.period_nanos))
+            });
     }
 }
 
@@ -215,5 +249,27 @@ mod tests {
         assert_eq!(over.retry_after_secs, 1);
         assert_eq!(over.limit, 3);
         assert_eq!(over.window_secs, 3);
+    }
+
+    #[test]
+    fn an_allowance_given_back_can_be_taken_again() {
+        let limiter = Limiter::new(RateLimit {
+            per_second: 0.01,
+            burst: 2,
+        });
+        for _ in 0..100 {
+            assert_eq!(limiter.check().unwrap().remaining, 1);
+            limiter.give_back();
+        }
+        assert_eq!(limiter.check().unwrap().remaining, 1);
+        assert_eq!(limiter.check().unwrap().remaining, 0);
+        assert!(limiter.check().is_err());
+        limiter.give_back();
+        assert_eq!(limiter.check().unwrap().remaining, 0);
+        // Giving back more than was taken never makes room beyond the burst.
+        for _ in 0..10 {
+            limiter.give_back();
+        }
+        assert_eq!(limiter.check().unwrap().remaining, 1);
     }
 }

@@ -94,8 +94,14 @@ pub trait CatalogBackend: Send + Sync {
 
     /// Work the server's maintenance thread does every tick besides the
     /// backend-free parts (SQLite: checkpoint the WAL; PostgreSQL: purge
-    /// expired nonces in small chunks).
-    fn housekeeping(&self, now: i64) -> Result<(), StoreError>;
+    /// expired nonces in small chunks). `skew_secs` is the clock skew the
+    /// server allows: a shared database keeps a pair that long past its
+    /// `expires_at` by its own clock (see `postgres/purge.rs`).
+    fn housekeeping(&self, now: i64, skew_secs: u32) -> Result<(), StoreError>;
+    /// The database server's clock, Unix seconds, when it is another
+    /// machine's that instances must agree with (PostgreSQL); `None` where
+    /// keygate's own clock is the only one (SQLite).
+    fn database_time(&self) -> Result<Option<f64>, StoreError>;
 }
 
 /// The replay window's durable half: "record this batch of pairs, tell me

@@ -16,6 +16,7 @@ pub mod backend;
 mod catalog;
 mod company_wait;
 mod database;
+mod database_clock;
 mod error;
 mod key_cache;
 pub(crate) mod migrations;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, NewKey, MAX_GRACE_SECONDS};
 pub use database::Database;
+pub use database_clock::DatabaseClock;
 pub use error::StoreError;
 pub use key_cache::{CachedKey, KeyCache, VerifyingKey};
 pub use nonce_window::{NonceWindow, WriterMetrics};
@@ -179,6 +181,10 @@ const KEY_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// seconds of expired pairs were a sixth of the window's memory, and the
 /// log's purge fell behind once commits got smaller (see BENCHMARKS.md).
 const FLUSH_LAST_USED_EVERY: u32 = 10; // x KEY_POLL_INTERVAL = 2 s
+/// How often the offset from the database's clock is measured (PostgreSQL):
+/// a clock stepped between two readings goes unseen until the next, and
+/// the purge's slack (`postgres/purge.rs`) covers only a little of that.
+const MEASURE_CLOCK_EVERY: u32 = 25; // x KEY_POLL_INTERVAL = 5 s
 
 /// The server's view of the store.
 pub struct Store {
@@ -188,6 +194,12 @@ pub struct Store {
     /// Database reads that confirm a policy refusal, at once: a partner
     /// flooding refused requests must not queue a read per request.
     refusal_checks: tokio::sync::Semaphore,
+    /// This instance's offset from a shared database's clock, and the
+    /// guard on it.
+    clock: DatabaseClock,
+    /// The clock skew the server allows: how long past a pair's expiry a
+    /// shared database keeps it.
+    skew_secs: u32,
 }
 
 /// See `Store::refusal_checks`: enough for every honest refusal, few enough
@@ -195,7 +207,8 @@ pub struct Store {
 const CONCURRENT_REFUSAL_CHECKS: usize = 4;
 
 impl Store {
-    pub fn open(config: &StoreConfig) -> Result<Arc<Store>, String> {
+    /// `skew_secs`: the clock skew the server allows (`KEYGATE_SKEW_SECS`).
+    pub fn open(config: &StoreConfig, skew_secs: u32) -> Result<Arc<Store>, String> {
         let catalog = open_catalog(config, instance_name("serve"))?;
         let seen = Arc::new(SeenNonces::new());
         let ledgers: Vec<Box<dyn NonceLedger>> = match &config.database {
@@ -216,7 +229,14 @@ impl Store {
             keys: KeyCache::default(),
             nonces: NonceWindow::start(ledgers, seen, config.busy_timeout),
             refusal_checks: tokio::sync::Semaphore::new(CONCURRENT_REFUSAL_CHECKS),
+            clock: DatabaseClock::new(skew_secs),
+            skew_secs,
         });
+        // Before the first request: an instance that starts with a clock
+        // far off refuses from the start, not from its first tick.
+        if let Err(e) = store.clock.measure(store.catalog.backend().as_ref()) {
+            tracing::warn!(error = %e, "could not read the database's clock; retrying every few seconds");
+        }
         store.keys.set_version(
             store
                 .catalog
@@ -268,6 +288,25 @@ impl Store {
         self.nonces
             .record(key.key_id.clone(), nonce, expires_at, policy_seq)
             .await
+    }
+
+    /// Why signed requests must be refused now, if they must: this
+    /// instance's clock is further from the shared database's than the
+    /// skew (see `database_clock.rs`).
+    pub fn clock_refusal(&self) -> Option<String> {
+        self.clock.refusal()
+    }
+
+    /// Database clock minus this instance's, in seconds (PostgreSQL, once
+    /// measured), for `GET /admin/metrics`.
+    pub fn database_clock_offset_secs(&self) -> Option<f64> {
+        self.clock.offset_secs()
+    }
+
+    /// A pair this process has recorded already: a replay, refused before
+    /// the access policy can spend an allowance on it.
+    pub fn known_replay(&self, key: &CachedKey, nonce: &str) -> bool {
+        self.nonces.known_replay(&key.key_id, nonce)
     }
 
     /// Before a route or source refusal: reads the key's policies again,
@@ -382,17 +421,26 @@ fn start_maintenance(store: Weak<Store>) {
             let mut tick: u32 = 0;
             let mut housekeeping_failures = RetriedFailure::new("database housekeeping");
             let mut poll_failures = RetriedFailure::new("polling key states");
+            let mut clock_failures = RetriedFailure::new("reading the database's clock");
             loop {
                 std::thread::sleep(KEY_POLL_INTERVAL);
                 let Some(store) = store.upgrade() else { return };
                 let now = crate::clock::now();
-                housekeeping_failures
-                    .record(Instant::now(), store.catalog.backend().housekeeping(now));
+                housekeeping_failures.record(
+                    Instant::now(),
+                    store.catalog.backend().housekeeping(now, store.skew_secs),
+                );
                 poll_failures.record(Instant::now(), store.refresh_key_states());
                 store.nonces.purge_expired(now);
                 tick = tick.wrapping_add(1);
                 if tick % FLUSH_LAST_USED_EVERY == 0 {
                     store.flush_last_used();
+                }
+                if tick % MEASURE_CLOCK_EVERY == 0 {
+                    clock_failures.record(
+                        Instant::now(),
+                        store.clock.measure(store.catalog.backend().as_ref()),
+                    );
                 }
             }
         })
@@ -419,7 +467,7 @@ mod tests {
     fn a_key_revoked_by_another_connection_is_refused_at_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::new(dir.path().join("keygate.db"));
-        let store = Store::open(&config).unwrap();
+        let store = Store::open(&config, 300).unwrap();
         let app = store.catalog().create_app("test", "test").unwrap();
         let key_id = store
             .catalog()

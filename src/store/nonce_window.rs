@@ -170,6 +170,13 @@ impl NonceWindow {
         self.jobs.max_capacity() - self.jobs.capacity()
     }
 
+    /// Whether this process knows the pair as recorded already: a replay,
+    /// to be refused before it can spend a rate limit's allowance. `false`
+    /// does not make a pair new: only [`Self::record`] decides that.
+    pub fn known_replay(&self, key_id: &str, nonce: &str) -> bool {
+        self.seen.contains(self.hasher.hash(key_id, nonce))
+    }
+
     /// Resolves once the pair is committed (`Ok`), or with the reason it
     /// was not: `NonceReused`, `KeyRevoked`, `KeyExpired`, `UnknownKey`,
     /// `PolicyChanged` (checked against an older policy than the stored

@@ -5,10 +5,13 @@
 
 mod admin;
 mod clients;
+mod clock_independence;
 mod console;
 mod durability;
 mod faults;
 mod gateway;
+mod gateway_paths;
+mod gateway_soundness;
 mod helpers;
 mod kg1;
 mod limits;
@@ -17,6 +20,7 @@ mod policy;
 mod postgres_server;
 mod properties;
 mod protocol;
+mod raw_upstream;
 mod rfc9421;
 mod soak;
 mod upgrade;

@@ -575,7 +575,13 @@ impl CatalogBackend for PgCatalog {
         }))
     }
 
-    fn housekeeping(&self, now: i64) -> Result<(), StoreError> {
-        self.purge.tick(now)
+    /// Purges by the database's clock, not this instance's: see
+    /// `purge.rs` for why, and for the margin.
+    fn housekeeping(&self, _now: i64, skew_secs: u32) -> Result<(), StoreError> {
+        self.purge.tick(skew_secs)
+    }
+
+    fn database_time(&self) -> Result<Option<f64>, StoreError> {
+        self.purge.database_time().map(Some)
     }
 }

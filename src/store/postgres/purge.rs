@@ -9,6 +9,19 @@
 //! (BENCHMARKS.md, round 9): at 30,000 pairs a second and the default
 //! window, 10 M rows a minute.
 //!
+//! Expired by the database's clock, never an instance's, and only once no
+//! instance could still accept the pair's timestamp, whatever its clock
+//! says. A pair signed at `ts` is stored with `expires_at = ts + skew + 1`.
+//! An instance accepts `ts` only while its clock is within `skew` of it,
+//! and serves signed requests only while its clock is within `skew` of
+//! the database's (`store/database_clock.rs`); so while an instance could
+//! accept `ts`, the database's clock reads at most `ts + 2 x skew`. Rows
+//! are deleted once `expires_at < database now - skew - CLOCK_SLACK_SECS`,
+//! which is later than that. Purging by each instance's own clock (before
+//! issue 28) let an instance a second or more behind the purger accept a
+//! replay of a pair already deleted. Every instance must therefore run
+//! with the same `KEYGATE_SKEW_SECS` (the README says so).
+//!
 //! Each range is one short statement: it locks only the expired rows it
 //! deletes, which no request can be waiting for, as their timestamps are
 //! out of range. Instances sweep on their own, each from a random page, so
@@ -19,6 +32,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::{PgConnection, Session};
 use crate::store::StoreError;
+
+/// Slack on top of the skew for what the offset measurement cannot see:
+/// half a round trip, and a clock step between two measurements (taken
+/// every few seconds).
+const CLOCK_SLACK_SECS: u32 = 2;
 
 /// Ticks a whole pass over the table takes at most.
 const PASS_TICKS: i64 = 300;
@@ -41,8 +59,10 @@ impl ExpiredPairSweep {
         }
     }
 
-    /// Deletes the pairs expired before `now` in the next range of pages.
-    pub(super) fn tick(&self, now: i64) -> Result<(), StoreError> {
+    /// Deletes the pairs in the next range of pages that no instance
+    /// allowing `skew_secs` could accept any more (see the module comment).
+    pub(super) fn tick(&self, skew_secs: u32) -> Result<(), StoreError> {
+        let margin = i64::from(skew_secs) + i64::from(CLOCK_SLACK_SECS);
         let from = self.next_page.load(Ordering::Relaxed);
         let next = self.conn.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
@@ -66,7 +86,8 @@ impl ExpiredPairSweep {
                     .execute(
                         &format!(
                             "DELETE FROM nonces WHERE ctid >= '({from},0)'::tid \
-                             AND ctid < '({to},0)'::tid AND expires_at < {now}"
+                             AND ctid < '({to},0)'::tid \
+                             AND expires_at < extract(epoch FROM statement_timestamp())::int8 - {margin}"
                         ),
                         &[],
                     )
@@ -76,5 +97,22 @@ impl ExpiredPairSweep {
         }))?;
         self.next_page.store(next, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+impl ExpiredPairSweep {
+    /// The database's clock, read on the sweep's connection: the
+    /// maintenance thread's own, so no admin call delays the reading and
+    /// the round trip stays short.
+    pub(super) fn database_time(&self) -> Result<f64, StoreError> {
+        self.conn.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                let row = s
+                    .client
+                    .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+                    .await?;
+                Ok(row.get::<_, f64>(0))
+            })
+        }))
     }
 }

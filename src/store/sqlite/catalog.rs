@@ -452,9 +452,15 @@ impl CatalogBackend for SqliteCatalog {
         Ok(states)
     }
 
-    fn housekeeping(&self, _now: i64) -> Result<(), StoreError> {
+    fn housekeeping(&self, _now: i64, _skew_secs: u32) -> Result<(), StoreError> {
         // The log's purge runs on the nonce writer (it shares the log's
         // catch-up); here only the WAL.
         self.checkpoint()
+    }
+
+    /// One file on this machine, read and written by processes that share
+    /// its clock: nothing to agree on.
+    fn database_time(&self) -> Result<Option<f64>, StoreError> {
+        Ok(None)
     }
 }
