@@ -64,6 +64,26 @@ try {
   assert.equal(await page.evaluate(() => document.activeElement.textContent), "Sign in");
   await shot(page, "01-sign-in");
 
+  say("with JavaScript off, a submitted token leaves the page by no request");
+  {
+    const context = await browser.newContext({ javaScriptEnabled: false });
+    const bare = await context.newPage();
+    bare.setDefaultTimeout(10000);
+    const sent = [];
+    bare.on("request", (request) => sent.push({ url: request.url(), body: request.postData() || "" }));
+    await bare.goto(`${admin}/`);
+    await bare.fill("#token", token);
+    await Promise.all([bare.waitForNavigation(), bare.click("#sign-in-form button[type=submit]")]);
+    assert.ok(sent.length >= 2, `the form was submitted: ${JSON.stringify(sent.map((r) => r.url))}`);
+    for (const request of sent) {
+      assert.ok(!request.url.includes(token) && !decodeURIComponent(request.url).includes(token),
+        `the token is in a URL: ${request.url}`);
+      assert.ok(!request.body.includes(token), `the token is in a request body to ${request.url}`);
+    }
+    assert.ok(!bare.url().includes("token"), `the URL bar shows ${bare.url()}`);
+    await context.close();
+  }
+
   say("a wrong token gets a clear message");
   await signIn(page, "not-the-token-0123456789abcdefghijklmnop");
   await page.waitForFunction(() => document.querySelector("#sign-in-error").textContent.includes("not accepted"));
