@@ -34,6 +34,8 @@ pub(crate) struct Target {
     pub timeout: Duration,
     /// The URL without its password, for messages.
     pub shown: String,
+    /// `sslmode` as given (libpq's default, `prefer`, when absent).
+    sslmode: String,
 }
 
 impl Target {
@@ -84,7 +86,28 @@ impl Target {
             tls,
             timeout,
             shown,
+            sslmode,
         })
+    }
+
+    /// Why the connection could be read or impersonated on the way, when
+    /// it can: a host that is not this machine, reached with any `sslmode`
+    /// short of `verify-full` (`prefer`, the default, neither checks the
+    /// server nor refuses plain TCP). `None` for `verify-full`, and for
+    /// loopback and Unix sockets, which never leave the machine.
+    pub(crate) fn transport_warning(&self) -> Option<String> {
+        if self.sslmode == "verify-full" {
+            return None;
+        }
+        let remote = self.config.get_hosts().iter().find_map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => (!is_loopback(name)).then_some(name),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(_) => None,
+        })?;
+        Some(format!(
+            "the database host {remote} is not on this machine and sslmode={} does not verify              the server: anyone on the path can read or answer for it (nonces, keys, the audit              log). Use sslmode=verify-full (with sslrootcert= for a private CA).",
+            self.sslmode
+        ))
     }
 
     /// A new session. `synchronous_commit` is set here rather than trusted
@@ -232,6 +255,15 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `prefer` / `require` without a root certificate, as libpq has them:
 /// the handshake's signatures are still checked, the certificate is not.
 #[derive(Debug)]
@@ -302,6 +334,13 @@ mod tests {
             Target::parse("postgresql://kg@localhost/keygate?sslmode=disable", timeout).unwrap();
         assert!(plain.tls.is_none());
         assert!(Target::parse("postgres://h/db?sslmode=sometimes", timeout).is_err());
+        let warning = |url: &str| Target::parse(url, timeout).unwrap().transport_warning();
+        assert!(warning("postgres://kg@db.internal/keygate").is_some());
+        assert!(warning("postgres://kg@10.0.0.5/keygate?sslmode=require").is_some());
+        assert!(warning("postgres://kg@127.0.0.1/keygate").is_none());
+        assert!(warning("postgres://kg@localhost/keygate?sslmode=disable").is_none());
+        assert!(warning("postgres://kg@[::1]:5432/keygate").is_none());
+        assert!(warning("postgres://kg@db.internal/keygate?sslmode=verify-full").is_none());
         assert!(Target::parse(
             "postgres://h/db?sslmode=verify-ca&sslrootcert=/nonexistent",
             timeout

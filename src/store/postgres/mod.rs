@@ -35,6 +35,9 @@ use connect::Target;
 /// The catalog on its own connection, schema migrated.
 pub(crate) fn open_catalog(url: &str, timeout: Duration) -> Result<Arc<PgCatalog>, String> {
     let target = Arc::new(Target::parse(url, timeout)?);
+    if let Some(warning) = target.transport_warning() {
+        tracing::warn!("{warning}");
+    }
     let shown = target.shown.clone();
     let conn = PgConnection::new(target.clone());
     schema::migrate(&conn).map_err(|e| format!("database {shown}: {e}"))?;
