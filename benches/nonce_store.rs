@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::future::join_all;
-use keygate::store::{Durability, Store, StoreConfig};
+use keygate::clock::Clock;
+use keygate::domain::{AppId, AppName};
+use keygate::store::{Durability, PairOutcome, Store, StoreConfig};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -24,15 +26,17 @@ fn bench(c: &mut Criterion) {
         let dir = tempfile::tempdir().unwrap();
         let mut config = StoreConfig::new(dir.path().join("bench.db"));
         config.durability = durability;
-        let store = Store::open(&config, 300).unwrap();
-        let app = store.catalog().create_app("bench", "bench").unwrap();
+        let store = Store::open(&config, 300, Clock::system()).unwrap();
+        let name = AppName::parse("bench").unwrap();
+        let app = store.catalog().create_app(&name, "bench").unwrap();
+        let app_id = AppId::parse(&app.app_id).unwrap();
         let key_id = store
             .catalog()
-            .create_key(&app.app_id, None, None, "bench")
+            .create_key(&app_id, None, None, "bench")
             .unwrap()
             .key_id;
         let key = runtime.block_on(store.find_key(&key_id)).unwrap().unwrap();
-        let remember_until = keygate::clock::now() + 3600;
+        let remember_until = store.clock().now() + 3600;
 
         let mut group = c.benchmark_group(format!("nonce_store/{durability:?}").to_lowercase());
         group.sample_size(20);
@@ -53,7 +57,9 @@ fn bench(c: &mut Criterion) {
                                     .map(|n| store.record_nonce(&key, n, remember_until, 0)),
                             )
                             .await;
-                            assert!(results.iter().all(Result::is_ok));
+                            assert!(results
+                                .iter()
+                                .all(|r| matches!(r, Ok(PairOutcome::Recorded))));
                         })
                     })
                 },

@@ -23,7 +23,11 @@ fn compiled(json: &str, holder: Holder) -> Arc<Compiled> {
     let stored = AccessPolicy::parse(json.as_bytes(), holder)
         .unwrap()
         .to_stored();
-    Arc::new(Compiled::new(stored, holder))
+    Arc::new(Compiled::new(
+        stored,
+        holder,
+        &keygate::clock::Clock::system(),
+    ))
 }
 
 fn bench(c: &mut Criterion) {

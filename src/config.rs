@@ -1,12 +1,17 @@
-//! The server's settings, one typed struct. `keygate serve` fills it from
-//! flags, then environment variables, then defaults (CONTRACT.md section 7;
-//! see `cli::ServeArgs`); tests build it directly.
+//! The server's settings, one typed struct, and every default, once.
+//! `keygate serve` starts from [`Config::new`] and lays its flags and
+//! environment variables over it (CONTRACT.md section 7; `cli/serve.rs`);
+//! the tests start from the same [`Config::new`].
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::store::{Database, StoreConfig};
 
+pub const DEFAULT_DATABASE: &str = "./keygate.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_SKEW_SECS: u32 = 300;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
@@ -14,6 +19,9 @@ pub const DEFAULT_BODY_TIMEOUT_SECS: u64 = 30;
 /// descriptor; a client that opens more waits in the backlog instead of
 /// exhausting the process's descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Body bytes all unverified requests together may hold: 64 bodies at the
+/// default 1 MiB limit (see `http::BodyBudget`).
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct Config {
@@ -44,26 +52,34 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// actix worker threads for the public listener (`None`: one per core).
     pub workers: Option<usize>,
+    /// The one clock: the system's, or a test's manual one.
+    pub clock: Clock,
 }
 
 impl Config {
     /// The contract's defaults for a database (a SQLite path or a
     /// PostgreSQL URL: see [`Database::parse`]).
     pub fn new(database: impl Into<Database>) -> Self {
+        Self::with_store(StoreConfig::new(database))
+    }
+
+    /// The same, with the store's settings already chosen.
+    pub fn with_store(store: StoreConfig) -> Self {
         Config {
-            listen: "127.0.0.1:8080".into(),
-            admin_listen: "127.0.0.1:8081".into(),
-            store: StoreConfig::new(database),
+            listen: DEFAULT_LISTEN.into(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.into(),
+            store,
             admin_token: None,
             skew_secs: DEFAULT_SKEW_SECS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             body_timeout: Duration::from_secs(DEFAULT_BODY_TIMEOUT_SECS),
-            body_budget_bytes: crate::http::DEFAULT_BODY_BUDGET_BYTES,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             upstream: None,
             public_origin: None,
             trusted_proxies: Vec::new(),
             workers: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -88,6 +104,7 @@ impl fmt::Debug for Config {
             .field("public_origin", &self.public_origin)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("workers", &self.workers)
+            .field("clock", &self.clock)
             .finish()
     }
 }

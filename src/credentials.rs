@@ -1,5 +1,5 @@
-//! Credentials and the other secrets keygate makes: key ids, key secrets,
-//! application ids, the admin token and the master key that encrypts key
+//! Credentials and the other secrets keygate makes: key secrets, the admin
+//! token and the master key that encrypts key
 //! secrets at rest (CONTRACT.md section 1).
 //!
 //! All randomness comes from `rand::rng()`, a CSPRNG seeded and periodically
@@ -15,28 +15,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use rand::distr::{Alphanumeric, SampleString};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// 24 alphanumerics carry 24 * log2(62) = 142 bits, above the contract's 120.
-const KEY_ID_RANDOM_CHARS: usize = 24;
 /// 32 random bytes: 43 characters of base64url.
 const SECRET_RANDOM_BYTES: usize = 32;
 /// The contract's floor for an operator-chosen admin token.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
-
-pub fn new_key_id() -> String {
-    format!(
-        "pk_{}",
-        Alphanumeric.sample_string(&mut rand::rng(), KEY_ID_RANDOM_CHARS)
-    )
-}
-
-pub fn new_app_id() -> String {
-    format!("app_{}", Alphanumeric.sample_string(&mut rand::rng(), 20))
-}
 
 pub fn new_secret() -> Secret {
     Secret(format!("sk_{}", random_base64url(SECRET_RANDOM_BYTES)))
@@ -245,7 +231,7 @@ mod tests {
 
     #[test]
     fn formats_follow_the_contract() {
-        let key_id = new_key_id();
+        let key_id = crate::domain::KeyId::new().into_string();
         assert!(key_id.starts_with("pk_") && key_id.len() == 27);
         assert!(key_id[3..].bytes().all(|b| b.is_ascii_alphanumeric()));
         let secret = new_secret();

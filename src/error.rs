@@ -8,8 +8,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Map, Value};
 
+use crate::domain::Invalid;
 use crate::signature::SCHEME;
-use crate::store::StoreError;
+use crate::store::{KeyUnusable, PairOutcome, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,12 +73,6 @@ pub enum Error {
     #[error("this key or its application is over its rate limit of {} requests at once; retry after {} s", .0.limit, .0.retry_after_secs)]
     RateLimited(crate::policy::OverLimit),
 
-    /// Internal, never an answer: the request was checked against an older
-    /// access policy than the one now stored, so its nonce was not
-    /// recorded; the verifier checks it again against the new one.
-    #[error("the access policy changed while this request was checked; retry")]
-    PolicyChanged,
-
     /// Too many request bodies are being received at once (the memory
     /// budget for unverified requests is spent): retry shortly.
     #[error("keygate is receiving too many request bodies at once; retry shortly")]
@@ -130,7 +125,7 @@ impl Error {
             Error::BodyTooLarge { .. } => "body_too_large",
             Error::UnreadableBody(_) => "unreadable_body",
             Error::BodyTimeout { .. } => "body_timeout",
-            Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged => "unavailable",
+            Error::Unavailable(_) | Error::Overloaded => "unavailable",
             Error::AdminTokenInvalid => "invalid_admin_token",
             Error::UpstreamUnavailable(_) => "upstream_unavailable",
             Error::InvalidJson(_) => "invalid_json",
@@ -183,6 +178,40 @@ impl Error {
     }
 }
 
+/// A value an admin sent that its domain type refuses.
+impl From<Invalid> for Error {
+    fn from(invalid: Invalid) -> Self {
+        Error::InvalidRequest(invalid.0)
+    }
+}
+
+/// Step 2 of the contract's verification: revoked before expired.
+impl From<KeyUnusable> for Error {
+    fn from(why: KeyUnusable) -> Self {
+        match why {
+            KeyUnusable::Revoked => Error::KeyRevoked,
+            KeyUnusable::Expired => Error::KeyExpired,
+        }
+    }
+}
+
+impl Error {
+    /// The refusal for a pair the nonce window did not record. `Recorded`
+    /// is not a refusal, and `PolicyChanged` is checked again by the
+    /// verifier until it gives up: both land here only as that giving up.
+    pub fn not_recorded(outcome: PairOutcome) -> Error {
+        match outcome {
+            PairOutcome::Replayed => Error::NonceReused,
+            PairOutcome::UnknownKey => Error::UnknownKey,
+            PairOutcome::KeyRevoked => Error::KeyRevoked,
+            PairOutcome::KeyExpired => Error::KeyExpired,
+            PairOutcome::Recorded | PairOutcome::PolicyChanged => Error::Unavailable(
+                "the access policy kept changing while this request was checked".into(),
+            ),
+        }
+    }
+}
+
 /// The one place storage errors become the contract's codes.
 impl From<StoreError> for Error {
     fn from(err: StoreError) -> Self {
@@ -223,9 +252,7 @@ impl ResponseError for Error {
                 StatusCode::NOT_FOUND
             }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Unavailable(_) | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -246,7 +273,7 @@ impl ResponseError for Error {
             };
             response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
-        if let Error::Unavailable(_) | Error::Overloaded | Error::PolicyChanged = self {
+        if let Error::Unavailable(_) | Error::Overloaded = self {
             response.insert_header((header::RETRY_AFTER, "1"));
         }
         if let Error::RateLimited(over) = self {

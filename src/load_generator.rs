@@ -174,7 +174,7 @@ async fn connection_loop(
         let started = Instant::now();
         let mut request = client.get(&url);
         if mode == Mode::Signed {
-            let timestamp = crate::clock::now().to_string();
+            let timestamp = crate::clock::Clock::system().now().to_string();
             let nonce = crate::credentials::new_nonce();
             let string_to_sign = StringToSign::new(&SignedParts {
                 key_id: &options.key_id,

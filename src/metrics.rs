@@ -19,6 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::Store;
 
@@ -51,6 +52,8 @@ pub const SIGNED_REQUEST_RESULTS: &[&str] = &[
     "forbidden_source",
     "rate_limited",
     "unavailable",
+    "ambiguous_path",
+    "malformed_request",
 ];
 
 /// How often the traffic history takes a sample, and how many it keeps:
@@ -71,6 +74,8 @@ pub struct Metrics {
     accepted: Counter,
     /// Samples of the counters, oldest first, for `GET /admin/traffic`.
     history: Mutex<VecDeque<Sample>>,
+    /// What the samples are timed by.
+    clock: Clock,
 }
 
 impl Metrics {
@@ -112,12 +117,14 @@ impl Metrics {
             "Signed requests that shared one nonce transaction",
             writer.requests_per_commit.clone(),
         );
+        let clock = store.clock().clone();
         registry.register_collector(Box::new(StoreGauges(store)));
         Metrics {
             registry,
             signed_requests,
             accepted,
             history: Mutex::new(VecDeque::with_capacity(TRAFFIC_SAMPLES)),
+            clock,
         }
     }
 
@@ -151,7 +158,7 @@ impl Metrics {
 
     fn take_sample(&self) {
         let sample = Sample {
-            at: crate::clock::now(),
+            at: self.clock.now(),
             counts: self.counts_now(),
         };
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -166,7 +173,7 @@ impl Metrics {
     /// draws. Only results that occurred are listed.
     pub fn traffic(&self) -> serde_json::Value {
         let now = Sample {
-            at: crate::clock::now(),
+            at: self.clock.now(),
             counts: self.counts_now(),
         };
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,10 +11,9 @@ use futures_util::future::{ready, LocalBoxFuture, Ready};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 
 use super::{body, method_not_allowed, not_found, AdminState};
+use crate::domain::{AppId, AppName, ExpiresAt, GracePeriod, KeyId, KeyName};
 use crate::error::Error;
 use crate::policy::{AccessPolicy, Holder};
 use crate::store::Store;
@@ -172,7 +171,7 @@ pub fn parse_each_admin_body(body: &[u8]) {
         ..
     }) = json_body::<CreateKey>(&body)
     {
-        let _ = parse_rfc3339(&at);
+        let _ = ExpiresAt::parse(&at, 0);
     }
     let _ = json_body::<RotateKey>(&body);
     let _ = policy_body(&body, Holder::App);
@@ -192,6 +191,17 @@ fn policy_body(AdminBody(body): &AdminBody, holder: Holder) -> Result<AccessPoli
         return Err(Error::InvalidJson(e.to_string()));
     }
     AccessPolicy::parse(body, holder).map_err(Error::InvalidRequest)
+}
+
+/// An application id from the path: one that cannot exist is not found,
+/// like one that does not.
+fn app_id(path: web::Path<String>) -> Result<AppId, Error> {
+    AppId::parse(&path).map_err(|_| Error::AppNotFound(path.into_inner()))
+}
+
+/// A key id from the path, the same way.
+fn key_id(path: web::Path<String>) -> Result<KeyId, Error> {
+    KeyId::parse(&path).map_err(|_| Error::KeyNotFound(path.into_inner()))
 }
 
 /// Runs a store call on the blocking pool.
@@ -220,15 +230,16 @@ async fn create_app(
     let name = request
         .name
         .ok_or_else(|| Error::InvalidRequest("body must be {\"name\": \"...\"}".into()))?;
+    let name = AppName::parse(&name)?;
     let app = blocking(&state, move |store| {
-        store.catalog().create_app(&name, &caller.actor)
+        Ok(store.catalog().create_app(&name, &caller.actor)?)
     })
     .await?;
     Ok(HttpResponse::Created().json(app))
 }
 
 async fn list_apps(_: AdminCaller, state: web::Data<AdminState>) -> Result<HttpResponse, Error> {
-    let apps = blocking(&state, |store| store.catalog().list_apps()).await?;
+    let apps = blocking(&state, |store| Ok(store.catalog().list_apps()?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "apps": apps })))
 }
 
@@ -240,16 +251,6 @@ struct CreateKey {
     name: Option<String>,
 }
 
-pub fn parse_rfc3339(text: &str) -> Result<i64, Error> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(|t| t.unix_timestamp())
-        .map_err(|e| {
-            Error::InvalidRequest(format!(
-                "expires_at must be an RFC 3339 time such as 2030-01-31T12:00:00Z: {e}"
-            ))
-        })
-}
-
 async fn create_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -257,17 +258,18 @@ async fn create_key(
     body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let request: CreateKey = json_body(&body)?;
+    let now = state.store.clock().now();
     let expires_at = request
         .expires_at
         .as_deref()
-        .map(parse_rfc3339)
+        .map(|at| ExpiresAt::parse(at, now))
         .transpose()?;
-    let name = request.name;
+    let name = request.name.as_deref().map(KeyName::parse).transpose()?;
+    let app_id = self::app_id(app_id)?;
     let key = blocking(&state, move |store| {
-        let key =
-            store
-                .catalog()
-                .create_key(&app_id, expires_at, name.as_deref(), &caller.actor)?;
+        let key = store
+            .catalog()
+            .create_key(&app_id, expires_at, name.as_ref(), &caller.actor)?;
         store.key_states_changed();
         Ok(key)
     })
@@ -280,7 +282,11 @@ async fn list_keys(
     state: web::Data<AdminState>,
     app_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let keys = blocking(&state, move |store| store.catalog().list_keys(&app_id)).await?;
+    let app_id = self::app_id(app_id)?;
+    let keys = blocking(&state, move |store| {
+        Ok(store.catalog().list_keys(&app_id)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
 }
 
@@ -289,11 +295,13 @@ async fn get_key(
     state: web::Data<AdminState>,
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let key = blocking(&state, move |store| store.catalog().key_info(&key_id)).await?;
+    let key_id = self::key_id(key_id)?;
+    let key = blocking(&state, move |store| {
+        Ok(store.catalog().key_info(&key_id)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(key))
 }
-
-pub const DEFAULT_GRACE_SECONDS: i64 = 86_400;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -308,7 +316,10 @@ async fn rotate_key(
     body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let request: RotateKey = json_body(&body)?;
-    let grace = request.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let grace = request
+        .grace_seconds
+        .map_or(Ok(GracePeriod::DEFAULT), GracePeriod::parse)?;
+    let key_id = self::key_id(key_id)?;
     let key = blocking(&state, move |store| {
         let key = store.catalog().rotate_key(&key_id, grace, &caller.actor)?;
         store.key_states_changed();
@@ -323,6 +334,7 @@ async fn revoke_key(
     state: web::Data<AdminState>,
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
+    let key_id = self::key_id(key_id)?;
     let key = blocking(&state, move |store| {
         let key = store.catalog().revoke_key(&key_id, &caller.actor)?;
         store.key_states_changed();
@@ -337,7 +349,11 @@ async fn get_app_policy(
     state: web::Data<AdminState>,
     app_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let policy = blocking(&state, move |store| store.catalog().app_policy(&app_id)).await?;
+    let app_id = self::app_id(app_id)?;
+    let policy = blocking(&state, move |store| {
+        Ok(store.catalog().app_policy(&app_id)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(policy))
 }
 
@@ -348,6 +364,7 @@ async fn put_app_policy(
     body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let policy = policy_body(&body, Holder::App)?;
+    let app_id = self::app_id(app_id)?;
     let stored = blocking(&state, move |store| {
         let stored = store
             .catalog()
@@ -364,7 +381,11 @@ async fn get_key_policy(
     state: web::Data<AdminState>,
     key_id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let policy = blocking(&state, move |store| store.catalog().key_policy(&key_id)).await?;
+    let key_id = self::key_id(key_id)?;
+    let policy = blocking(&state, move |store| {
+        Ok(store.catalog().key_policy(&key_id)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(policy))
 }
 
@@ -375,6 +396,7 @@ async fn put_key_policy(
     body: AdminBody,
 ) -> Result<HttpResponse, Error> {
     let policy = policy_body(&body, Holder::Key)?;
+    let key_id = self::key_id(key_id)?;
     let stored = blocking(&state, move |store| {
         let stored = store
             .catalog()
@@ -397,7 +419,10 @@ async fn audit(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, Error> {
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let events = blocking(&state, move |store| store.catalog().audit_events(limit)).await?;
+    let events = blocking(&state, move |store| {
+        Ok(store.catalog().audit_events(limit)?)
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "events": events })))
 }
 

@@ -17,9 +17,6 @@ use crate::error::Error;
 /// How long a request waits for room in the budget before it is refused.
 const WAIT_FOR_ROOM: Duration = Duration::from_secs(1);
 
-/// The default budget: 64 bodies at the default 1 MiB limit.
-pub const DEFAULT_BODY_BUDGET_BYTES: usize = 64 * 1024 * 1024;
-
 pub struct BodyBudget {
     bytes: Arc<Semaphore>,
 }

@@ -30,8 +30,8 @@ use actix_web::dev::{AppConfig, Server};
 use actix_web::rt::net::TcpStream;
 use actix_web::{web, App};
 
-pub use admin::{parse_each_admin_body, parse_rfc3339};
-pub use body_budget::{BodyBudget, DEFAULT_BODY_BUDGET_BYTES};
+pub use admin::parse_each_admin_body;
+pub use body_budget::BodyBudget;
 pub use signed_request::{RefusalLog, SignedRequest};
 
 use crate::config::Config;
@@ -130,7 +130,7 @@ impl Application {
         if let Some(upstream) = &config.upstream {
             gateway::validate_upstream(upstream)?;
         }
-        let store = Store::open(&config.store, config.skew_secs)?;
+        let store = Store::open(&config.store, config.skew_secs, config.clock.clone())?;
         let metrics = Arc::new(Metrics::new(store.clone()));
         metrics.start_sampling();
 

@@ -29,12 +29,11 @@ use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::{body, PublicState};
-use crate::clock;
 use crate::error::Error;
 use crate::policy::{self, Allowance, Enforced, Refusal};
 use crate::rfc9421::{self, MessageSignature, RequestParts};
 use crate::signature::{Authorization, BodyHash, SignedParts, StringToSign, SCHEME};
-use crate::store::CachedKey;
+use crate::store::{CachedKey, PairOutcome};
 
 /// A request whose signature, key, timestamp and nonce all checked out.
 pub struct SignedRequest {
@@ -192,7 +191,7 @@ async fn verify_kg1(
     payload: Payload,
     state: &PublicState,
 ) -> Result<SignedRequest, Error> {
-    let now = clock::now();
+    let now = state.store.clock().now();
 
     // 1. The header.
     let mut values = req.headers().get_all(header::AUTHORIZATION);
@@ -291,19 +290,14 @@ async fn accept(
             .store
             .record_nonce(&key, nonce, remember_until, policy.policy_seq)
             .await;
-        if recorded.is_err() {
+        if !matches!(recorded, Ok(PairOutcome::Recorded)) {
             // Not accepted (a replay another process or a concurrent
             // request recorded first, a policy change, a store fault):
             // the allowance it took goes back.
             policy.give_back();
         }
-        match recorded {
-            Err(Error::PolicyChanged) => {
-                // Boxed: rare, and its state would grow every request's future.
-                Box::pin(state.store.reload_policies(&key)).await?;
-            }
-            Err(e) => return Err(e),
-            Ok(()) => {
+        match recorded? {
+            PairOutcome::Recorded => {
                 key.mark_used(now);
                 return Ok(SignedRequest {
                     key,
@@ -311,11 +305,14 @@ async fn accept(
                     allowance,
                 });
             }
+            PairOutcome::PolicyChanged => {
+                // Boxed: rare, and its state would grow every request's future.
+                Box::pin(state.store.reload_policies(&key)).await?;
+            }
+            refused => return Err(Error::not_recorded(refused)),
         }
     }
-    Err(Error::Unavailable(
-        "the access policy kept changing while this request was checked".into(),
-    ))
+    Err(Error::not_recorded(PairOutcome::PolicyChanged))
 }
 
 /// Step 5: the policy as cached now; returns it (the version checked, and
@@ -380,7 +377,7 @@ async fn verify_rfc9421(
     payload: Payload,
     state: &PublicState,
 ) -> Result<SignedRequest, Error> {
-    let now = clock::now();
+    let now = state.store.clock().now();
     let text = |name: &str| -> Result<Option<String>, Error> {
         let lines = field_lines(req, name);
         if lines.iter().any(|l| l.len() > rfc9421::MAX_HEADER_LEN) {

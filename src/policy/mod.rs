@@ -19,6 +19,8 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::clock::Clock;
+
 pub use path_pattern::{normalize_path, PathPattern};
 pub use rate_limit::{Allowance, Limiter, OverLimit, RateLimit};
 
@@ -237,10 +239,13 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    pub fn new(stored: Option<String>, holder: Holder) -> Compiled {
+    /// `clock`: what the rate limiter counts time in.
+    pub fn new(stored: Option<String>, holder: Holder, clock: &Clock) -> Compiled {
         let policy = AccessPolicy::from_stored(stored.as_deref(), holder);
         Compiled {
-            limiter: policy.rate_limit.map(Limiter::new),
+            limiter: policy
+                .rate_limit
+                .map(|limit| Limiter::new(limit, clock.clone())),
             policy,
             stored,
         }
@@ -343,8 +348,16 @@ mod tests {
                 .to_stored()
         };
         Enforced {
-            app: Arc::new(Compiled::new(stored(app, Holder::App), Holder::App)),
-            key: Arc::new(Compiled::new(stored(key, Holder::Key), Holder::Key)),
+            app: Arc::new(Compiled::new(
+                stored(app, Holder::App),
+                Holder::App,
+                &Clock::manual(0),
+            )),
+            key: Arc::new(Compiled::new(
+                stored(key, Holder::Key),
+                Holder::Key,
+                &Clock::manual(0),
+            )),
             policy_seq: 0,
         }
     }

@@ -9,10 +9,12 @@
 //! partner can reach up to N times the limit; see the README.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::clock::Clock;
 
 /// Bounds that keep a limit meaningful: beyond a million a second there is
 /// nothing left to limit.
@@ -130,20 +132,20 @@ pub struct Limiter {
     period_nanos: u64,
     /// How far ahead of now the TAT may run: `burst` periods.
     tolerance_nanos: u64,
-    /// The TAT, in nanoseconds since `started`.
+    /// The TAT, in nanoseconds of `clock`'s monotonic time.
     theoretical_arrival: AtomicU64,
-    started: Instant,
+    clock: Clock,
 }
 
 impl Limiter {
-    pub fn new(limit: RateLimit) -> Limiter {
+    pub fn new(limit: RateLimit, clock: Clock) -> Limiter {
         let period_nanos = (limit.period().as_nanos() as u64).max(1);
         Limiter {
             limit,
             period_nanos,
             tolerance_nanos: period_nanos.saturating_mul(u64::from(limit.burst.max(1))),
             theoretical_arrival: AtomicU64::new(0),
-            started: Instant::now(),
+            clock,
         }
     }
 
@@ -152,7 +154,7 @@ impl Limiter {
     }
 
     fn now_nanos(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
+        self.clock.elapsed().as_nanos() as u64
     }
 
     /// Takes one request's allowance and says what is left, or says how
@@ -239,10 +241,13 @@ mod tests {
 
     #[test]
     fn a_burst_passes_then_the_next_request_waits() {
-        let limiter = Limiter::new(RateLimit {
-            per_second: 1.0,
-            burst: 3,
-        });
+        let limiter = Limiter::new(
+            RateLimit {
+                per_second: 1.0,
+                burst: 3,
+            },
+            Clock::manual(0),
+        );
         let remaining: Vec<u32> = (0..3).map(|_| limiter.check().unwrap().remaining).collect();
         assert_eq!(remaining, [2, 1, 0]);
         let over = limiter.check().unwrap_err();
@@ -253,10 +258,14 @@ mod tests {
 
     #[test]
     fn an_allowance_given_back_can_be_taken_again() {
-        let limiter = Limiter::new(RateLimit {
-            per_second: 0.01,
-            burst: 2,
-        });
+        let clock = Clock::manual(0);
+        let limiter = Limiter::new(
+            RateLimit {
+                per_second: 0.01,
+                burst: 2,
+            },
+            clock.clone(),
+        );
         for _ in 0..100 {
             assert_eq!(limiter.check().unwrap().remaining, 1);
             limiter.give_back();
@@ -271,5 +280,10 @@ mod tests {
             limiter.give_back();
         }
         assert_eq!(limiter.check().unwrap().remaining, 1);
+        // And time refills it: 100 s a request at 0.01 a second.
+        assert_eq!(limiter.check().unwrap().remaining, 0);
+        assert_eq!(limiter.check().unwrap_err().retry_after_secs, 100);
+        clock.advance(Duration::from_secs(100));
+        assert_eq!(limiter.check().unwrap().remaining, 0);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use super::{KeyStatus, StoreError};
 use crate::credentials::Sealed;
+use crate::domain::{AppId, KeyId};
 
 /// Applications, keys and audit events, as rows. One call is one
 /// transaction: a change and its audit event commit together or not at all.
@@ -26,13 +27,13 @@ pub trait CatalogBackend: Send + Sync {
     /// Every application with its keys counted (`keys` set; a key is live
     /// when not revoked and not expired at `now`).
     fn list_apps(&self, now: i64) -> Result<Vec<AppRow>, StoreError>;
-    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError>;
+    fn app(&self, app_id: &AppId) -> Result<Option<AppRow>, StoreError>;
     /// Replaces the application's access policy (`None`: no policy) and
     /// moves the `policy_seq` of each of its keys, in one transaction with
     /// `event`. `AppNotFound` when the application does not exist.
     fn set_app_policy(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError>;
@@ -40,15 +41,16 @@ pub trait CatalogBackend: Send + Sync {
     /// `AppNotFound` when the application does not exist.
     fn insert_key(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         key: &StoredKey,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError>;
     /// `AppNotFound` when the application does not exist.
-    fn list_keys(&self, app_id: &str) -> Result<Vec<KeyRow>, StoreError>;
-    fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError>;
-    /// In one transaction: the old key must exist (`KeyNotFound`) and not
-    /// be revoked (`Refused`); `new_key` joins the old key's application;
+    fn list_keys(&self, app_id: &AppId) -> Result<Vec<KeyRow>, StoreError>;
+    fn key(&self, key_id: &KeyId) -> Result<Option<KeyRow>, StoreError>;
+    /// In one transaction: the old key must exist (`KeyNotFound`) and be
+    /// rotatable (`catalog::refuse_rotation`, the one rule for every
+    /// backend, else `Refused`); `new_key` joins the old key's application;
     /// the new key takes the old one's name and access policy (a rotation
     /// replaces a key's secret, not what it may do);
     /// the old key's expiry moves to `old_expires_at` unless it already
@@ -56,7 +58,7 @@ pub trait CatalogBackend: Send + Sync {
     /// Returns the old key as it was before.
     fn rotate_key(
         &self,
-        old_key_id: &str,
+        old_key_id: &KeyId,
         new_key: &StoredKey,
         old_expires_at: i64,
         event: &NewAuditEvent,
@@ -66,7 +68,7 @@ pub trait CatalogBackend: Send + Sync {
     /// key does not exist. Returns the key as it is after.
     fn set_key_policy(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError>;
@@ -74,7 +76,7 @@ pub trait CatalogBackend: Send + Sync {
     /// unless the key is revoked already; returns the key as it is after.
     fn revoke_key(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         revoked_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError>;

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 
 use super::backend::{AppRow, AuditRow, CatalogBackend, KeyRow, NewAuditEvent, StoredKey};
 use super::{StoreError, VerifyingKey};
-use crate::clock;
+use crate::clock::Clock;
 use crate::credentials::{self, MasterKey, Sealed, Secret};
-use crate::error::Error;
+use crate::domain::{AppId, AppName, ExpiresAt, GracePeriod, KeyId, KeyName};
 use crate::policy::{AccessPolicy, Holder};
 
 /// A fixed plaintext sealed under the master key when a database is first
@@ -62,14 +62,33 @@ impl KeyStatus {
     }
 
     /// Whether a request may be accepted with a key in this status, and if
-    /// not, the contract's refusal (revoked before expired).
-    pub fn check_usable(self) -> Result<(), Error> {
+    /// not, why (revoked before expired).
+    pub fn check_usable(self) -> Result<(), KeyUnusable> {
         match self {
-            KeyStatus::Revoked => Err(Error::KeyRevoked),
-            KeyStatus::Expired => Err(Error::KeyExpired),
+            KeyStatus::Revoked => Err(KeyUnusable::Revoked),
+            KeyStatus::Expired => Err(KeyUnusable::Expired),
             KeyStatus::Active | KeyStatus::Expiring => Ok(()),
         }
     }
+}
+
+/// Why a key cannot sign a request now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUnusable {
+    Revoked,
+    Expired,
+}
+
+/// The rule for rotating a key, the same on every backend: applied by each
+/// backend inside its transaction, to the old key as locked there, so that
+/// a concurrent revocation cannot slip between the check and the change.
+pub(crate) fn refuse_rotation(old: &KeyRow) -> Option<StoreError> {
+    old.revoked_at.is_some().then(|| {
+        StoreError::Refused(format!(
+            "key {} is revoked; create a new key for the application instead",
+            old.key_id
+        ))
+    })
 }
 
 /// A key as listed: never its secret.
@@ -178,14 +197,12 @@ impl From<AuditRow> for AuditEvent {
     }
 }
 
-/// A year: a longer overlap is a second key, not a rotation.
-pub const MAX_GRACE_SECONDS: i64 = 365 * 24 * 3600;
-
 pub struct Catalog {
     backend: Arc<dyn CatalogBackend>,
     master_key: MasterKey,
     /// Written into every audit event this process makes.
     instance: String,
+    clock: Clock,
 }
 
 impl Catalog {
@@ -196,11 +213,13 @@ impl Catalog {
         master_key: MasterKey,
         key_file: &str,
         instance: String,
+        clock: Clock,
     ) -> Result<Catalog, String> {
         let catalog = Catalog {
             backend,
             master_key,
             instance,
+            clock,
         };
         catalog.check_master_key(key_file)?;
         Ok(catalog)
@@ -208,6 +227,11 @@ impl Catalog {
 
     pub(crate) fn backend(&self) -> &Arc<dyn CatalogBackend> {
         &self.backend
+    }
+
+    /// The clock every rule here reads (expiry, grace, audit times).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     fn check_master_key(&self, key_file: &str) -> Result<(), String> {
@@ -250,45 +274,45 @@ impl Catalog {
         &self,
         actor: &str,
         action: &'static str,
-        app_id: Option<&str>,
-        key_id: Option<&str>,
+        app_id: Option<&AppId>,
+        key_id: Option<&KeyId>,
         detail: serde_json::Value,
     ) -> NewAuditEvent {
         NewAuditEvent {
-            at: clock::now(),
+            at: self.clock.now(),
             actor: actor.to_owned(),
             instance: self.instance.clone(),
             action,
-            app_id: app_id.map(str::to_owned),
-            key_id: key_id.map(str::to_owned),
+            app_id: app_id.map(|id| id.as_str().to_owned()),
+            key_id: key_id.map(|id| id.as_str().to_owned()),
             detail: detail.to_string(),
         }
     }
 
-    pub fn create_app(&self, name: &str, actor: &str) -> Result<App, Error> {
-        let name = checked_name(name)?;
-        let row = AppRow {
-            app_id: credentials::new_app_id(),
-            name,
-            created_at: clock::now(),
-            policy: None,
-            keys: None,
-        };
+    pub fn create_app(&self, name: &AppName, actor: &str) -> Result<App, StoreError> {
+        let app_id = AppId::new();
         let event = self.event(
             actor,
             "app.create",
-            Some(&row.app_id),
+            Some(&app_id),
             None,
-            json!({ "name": row.name }),
+            json!({ "name": name.as_str() }),
         );
+        let row = AppRow {
+            app_id: app_id.into_string(),
+            name: name.as_str().to_owned(),
+            created_at: self.clock.now(),
+            policy: None,
+            keys: None,
+        };
         self.backend.insert_app(&row, &event)?;
         Ok(row.into())
     }
 
-    pub fn list_apps(&self) -> Result<Vec<App>, Error> {
+    pub fn list_apps(&self) -> Result<Vec<App>, StoreError> {
         Ok(self
             .backend
-            .list_apps(clock::now())?
+            .list_apps(self.clock.now())?
             .into_iter()
             .map(App::from)
             .collect())
@@ -296,13 +320,13 @@ impl Catalog {
 
     /// A fresh key id and secret, the secret sealed for storage.
     fn new_key(&self, expires_at: Option<i64>, name: Option<String>) -> (StoredKey, Secret) {
-        let key_id = credentials::new_key_id();
+        let key_id = KeyId::new().into_string();
         let secret = credentials::new_secret();
         let sealed = self.master_key.seal(secret.expose().as_bytes(), &key_id);
         let stored = StoredKey {
             key_id,
             sealed,
-            created_at: clock::now(),
+            created_at: self.clock.now(),
             expires_at,
             name,
         };
@@ -321,35 +345,38 @@ impl Catalog {
     }
 
     /// `name` is a label for humans ("ERP sync, prod"), optional.
+    /// `expires_at` was checked to be in the future when it was parsed.
     pub fn create_key(
         &self,
-        app_id: &str,
-        expires_at: Option<i64>,
-        name: Option<&str>,
+        app_id: &AppId,
+        expires_at: Option<ExpiresAt>,
+        name: Option<&KeyName>,
         actor: &str,
-    ) -> Result<NewKey, Error> {
-        let name = name.map(checked_name).transpose()?;
-        if let Some(at) = expires_at {
-            if at <= clock::now() {
-                return Err(Error::InvalidRequest(
-                    "expires_at must be in the future".into(),
-                ));
-            }
-        }
+    ) -> Result<NewKey, StoreError> {
+        let expires_at = expires_at.map(ExpiresAt::unix);
+        let name = name.map(|n| n.as_str().to_owned());
         let (stored, secret) = self.new_key(expires_at, name.clone());
-        let event = self.event(
-            actor,
-            "key.create",
-            Some(app_id),
-            Some(&stored.key_id),
-            json!({ "expires_at": expires_at, "name": name }),
-        );
+        let event = NewAuditEvent {
+            key_id: Some(stored.key_id.clone()),
+            ..self.event(
+                actor,
+                "key.create",
+                Some(app_id),
+                None,
+                json!({ "expires_at": expires_at, "name": name }),
+            )
+        };
         self.backend.insert_key(app_id, &stored, &event)?;
-        Ok(Self::created(stored, secret, app_id.to_owned(), name))
+        Ok(Self::created(
+            stored,
+            secret,
+            app_id.as_str().to_owned(),
+            name,
+        ))
     }
 
-    pub fn list_keys(&self, app_id: &str) -> Result<Vec<KeyInfo>, Error> {
-        let now = clock::now();
+    pub fn list_keys(&self, app_id: &AppId) -> Result<Vec<KeyInfo>, StoreError> {
+        let now = self.clock.now();
         Ok(self
             .backend
             .list_keys(app_id)?
@@ -358,40 +385,37 @@ impl Catalog {
             .collect())
     }
 
-    pub fn key_info(&self, key_id: &str) -> Result<KeyInfo, Error> {
+    pub fn key_info(&self, key_id: &KeyId) -> Result<KeyInfo, StoreError> {
         let row = self
             .backend
             .key(key_id)?
-            .ok_or_else(|| StoreError::KeyNotFound(key_id.to_owned()))?;
-        Ok(KeyInfo::from_row(row, clock::now()))
+            .ok_or_else(|| StoreError::KeyNotFound(key_id.as_str().to_owned()))?;
+        Ok(KeyInfo::from_row(row, self.clock.now()))
     }
 
     /// A new key for the same application; the old one keeps working for
-    /// `grace_seconds` so partners can deploy the new secret without an
-    /// outage. An old key that already expires sooner keeps its earlier
-    /// expiry: rotation never extends a key's life.
+    /// `grace` so partners can deploy the new secret without an outage.
+    /// An old key that already expires sooner keeps its earlier expiry:
+    /// rotation never extends a key's life. A revoked key is not rotated
+    /// ([`refuse_rotation`]).
     pub fn rotate_key(
         &self,
-        key_id: &str,
-        grace_seconds: i64,
+        key_id: &KeyId,
+        grace: GracePeriod,
         actor: &str,
-    ) -> Result<NewKey, Error> {
-        if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
-            return Err(Error::InvalidRequest(format!(
-                "grace_seconds must be between 0 and {MAX_GRACE_SECONDS}"
-            )));
-        }
+    ) -> Result<NewKey, StoreError> {
         let (stored, secret) = self.new_key(None, None);
         let event = self.event(
             actor,
             "key.rotate",
             None,
             Some(key_id),
-            json!({ "new_key_id": stored.key_id, "grace_seconds": grace_seconds }),
+            json!({ "new_key_id": stored.key_id, "grace_seconds": grace.seconds() }),
         );
+        let old_expires_at = self.clock.now() + grace.seconds();
         let old = self
             .backend
-            .rotate_key(key_id, &stored, clock::now() + grace_seconds, &event)?;
+            .rotate_key(key_id, &stored, old_expires_at, &event)?;
         // The new key carries the old one's name and policy (the backend
         // copied them in the same transaction).
         Ok(Self::created(stored, secret, old.app_id, old.name))
@@ -399,19 +423,19 @@ impl Catalog {
 
     /// Revoking twice is not an error: the key stays revoked from the first
     /// time, and the answer says so.
-    pub fn revoke_key(&self, key_id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        let now = clock::now();
+    pub fn revoke_key(&self, key_id: &KeyId, actor: &str) -> Result<KeyInfo, StoreError> {
+        let now = self.clock.now();
         let event = self.event(actor, "key.revoke", None, Some(key_id), json!({}));
         let row = self.backend.revoke_key(key_id, now, &event)?;
         Ok(KeyInfo::from_row(row, now))
     }
 
     /// An application's access policy, as the admin API shows it.
-    pub fn app_policy(&self, app_id: &str) -> Result<serde_json::Value, Error> {
+    pub fn app_policy(&self, app_id: &AppId) -> Result<serde_json::Value, StoreError> {
         let app = self
             .backend
             .app(app_id)?
-            .ok_or_else(|| StoreError::AppNotFound(app_id.to_owned()))?;
+            .ok_or_else(|| StoreError::AppNotFound(app_id.as_str().to_owned()))?;
         Ok(App::from(app).policy)
     }
 
@@ -419,12 +443,12 @@ impl Catalog {
     /// keys from their next request on. Returns the policy as stored.
     pub fn set_app_policy(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         policy: &AccessPolicy,
         actor: &str,
-    ) -> Result<serde_json::Value, Error> {
+    ) -> Result<serde_json::Value, StoreError> {
         if policy.source_cidrs.is_some() {
-            return Err(Error::InvalidRequest(
+            return Err(StoreError::Refused(
                 "source_cidrs belongs on a key's policy, not an application's".into(),
             ));
         }
@@ -442,7 +466,7 @@ impl Catalog {
     }
 
     /// A key's own access policy, as the admin API shows it.
-    pub fn key_policy(&self, key_id: &str) -> Result<serde_json::Value, Error> {
+    pub fn key_policy(&self, key_id: &KeyId) -> Result<serde_json::Value, StoreError> {
         Ok(self.key_info(key_id)?.policy)
     }
 
@@ -450,10 +474,10 @@ impl Catalog {
     /// applies too). Returns the policy as stored.
     pub fn set_key_policy(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         policy: &AccessPolicy,
         actor: &str,
-    ) -> Result<serde_json::Value, Error> {
+    ) -> Result<serde_json::Value, StoreError> {
         let shown = policy.to_json();
         let event = self.event(
             actor,
@@ -467,7 +491,7 @@ impl Catalog {
         Ok(shown)
     }
 
-    pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, Error> {
+    pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
         Ok(self
             .backend
             .audit_events(limit)?
@@ -477,7 +501,7 @@ impl Catalog {
     }
 
     /// The key with its secret decrypted, for the verifier's cache.
-    pub(crate) fn verifying_key(&self, key_id: &str) -> Result<Option<VerifyingKey>, Error> {
+    pub(crate) fn verifying_key(&self, key_id: &str) -> Result<Option<VerifyingKey>, StoreError> {
         let Some(row) = self.backend.verifying_key(key_id)? else {
             return Ok(None);
         };
@@ -486,7 +510,7 @@ impl Catalog {
             .open(&row.sealed, key_id)
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or_else(|| {
-                Error::Unavailable(format!(
+                StoreError::Unavailable(format!(
                     "the secret of key {key_id} does not decrypt with the master key"
                 ))
             })?;
@@ -500,16 +524,4 @@ impl Catalog {
             policies: row.policies,
         }))
     }
-}
-
-/// An application's or a key's name: 1 to 200 characters, trimmed, no
-/// control characters (it is shown in terminals and the console).
-fn checked_name(name: &str) -> Result<String, Error> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(Error::InvalidRequest(
-            "name must be 1 to 200 characters with no control characters".into(),
-        ));
-    }
-    Ok(name.to_owned())
 }

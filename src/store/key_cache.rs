@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use arc_swap::ArcSwap;
 
 use super::backend::StoredPolicies;
-use super::catalog::KeyStatus;
+use super::catalog::{KeyStatus, KeyUnusable};
+use crate::clock::Clock;
 use crate::credentials::Secret;
-use crate::error::Error;
 use crate::policy::{Compiled, Enforced, Holder};
 use crate::signature::SigningKey;
 
@@ -55,7 +55,7 @@ fn to_atomic(value: Option<i64>) -> i64 {
 impl CachedKey {
     /// Contract order, step 2, by the same rule as the catalog and the
     /// nonce writer.
-    pub fn check_usable(&self, now: i64) -> Result<(), Error> {
+    pub fn check_usable(&self, now: i64) -> Result<(), KeyUnusable> {
         let load = |value: &AtomicI64| Some(value.load(Ordering::Acquire)).filter(|v| *v != NEVER);
         KeyStatus::at(now, load(&self.expires_at), load(&self.revoked_at)).check_usable()
     }
@@ -76,8 +76,9 @@ impl CachedKey {
     }
 }
 
-#[derive(Default)]
 pub struct KeyCache {
+    /// What the keys' rate limiters count time in.
+    clock: Clock,
     keys: RwLock<HashMap<Arc<str>, Arc<CachedKey>>>,
     version: AtomicI64,
     /// Each application's compiled policy, shared by its keys, so that an
@@ -86,6 +87,15 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    pub fn new(clock: Clock) -> Self {
+        KeyCache {
+            clock,
+            keys: RwLock::default(),
+            version: AtomicI64::default(),
+            apps: Mutex::default(),
+        }
+    }
+
     pub fn get(&self, key_id: &str) -> Option<Arc<CachedKey>> {
         self.keys
             .read()
@@ -111,7 +121,7 @@ impl KeyCache {
             match apps.get(app_id) {
                 Some(app) if app.stored() == stored.app.as_deref() => app.clone(),
                 _ => {
-                    let app = Arc::new(Compiled::new(stored.app, Holder::App));
+                    let app = Arc::new(Compiled::new(stored.app, Holder::App, &self.clock));
                     apps.insert(app_id.to_owned(), app.clone());
                     app
                 }
@@ -121,7 +131,7 @@ impl KeyCache {
             Some(previous) if previous.key.stored() == stored.key.as_deref() => {
                 previous.key.clone()
             }
-            _ => Arc::new(Compiled::new(stored.key, Holder::Key)),
+            _ => Arc::new(Compiled::new(stored.key, Holder::Key, &self.clock)),
         };
         Enforced {
             app,

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, NewKey, MAX_GRACE_SECONDS};
+pub use backend::PairOutcome;
+pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, KeyUnusable, NewKey};
 pub use database::Database;
 pub use database_clock::DatabaseClock;
 pub use error::StoreError;
@@ -38,8 +39,8 @@ pub use key_cache::{CachedKey, KeyCache, VerifyingKey};
 pub use nonce_window::{NonceWindow, WriterMetrics};
 pub use seen_nonces::SeenNonces;
 
+use crate::clock::Clock;
 use crate::credentials::MasterKey;
-use crate::error::Error;
 use backend::{CatalogBackend, NonceLedger};
 use retried_failure::RetriedFailure;
 
@@ -109,13 +110,17 @@ pub fn instance_name(role: &str) -> String {
 
 /// Opens the catalog (creating the database or applying migrations as
 /// needed) and checks the master key against it.
-pub fn open_catalog(config: &StoreConfig, instance: String) -> Result<Catalog, String> {
+pub fn open_catalog(
+    config: &StoreConfig,
+    instance: String,
+    clock: Clock,
+) -> Result<Catalog, String> {
     let backend: Arc<dyn CatalogBackend> = match &config.database {
         Database::Sqlite(path) => sqlite::open_catalog(path, config.sqlite_settings())?,
         Database::Postgres(url) => postgres::open_catalog(url, config.busy_timeout)?,
     };
     let (master_key, key_file) = load_master_key(config, backend.as_ref())?;
-    Catalog::new(backend, master_key, &key_file, instance)
+    Catalog::new(backend, master_key, &key_file, instance, clock)
 }
 
 /// With SQLite the key file defaults to one beside the database and is
@@ -207,15 +212,17 @@ pub struct Store {
 const CONCURRENT_REFUSAL_CHECKS: usize = 4;
 
 impl Store {
-    /// `skew_secs`: the clock skew the server allows (`KEYGATE_SKEW_SECS`).
-    pub fn open(config: &StoreConfig, skew_secs: u32) -> Result<Arc<Store>, String> {
-        let catalog = open_catalog(config, instance_name("serve"))?;
+    /// `skew_secs`: the clock skew the server allows (`KEYGATE_SKEW_SECS`);
+    /// `clock`: the application's one clock.
+    pub fn open(config: &StoreConfig, skew_secs: u32, clock: Clock) -> Result<Arc<Store>, String> {
+        let catalog = open_catalog(config, instance_name("serve"), clock.clone())?;
         let seen = Arc::new(SeenNonces::new());
         let ledgers: Vec<Box<dyn NonceLedger>> = match &config.database {
             Database::Sqlite(path) => vec![Box::new(sqlite::open_ledger(
                 path,
                 config.sqlite_settings(),
                 seen.clone(),
+                clock.now(),
             )?)],
             Database::Postgres(url) => (0..postgres::ledger_connections()?)
                 .map(|_| {
@@ -226,8 +233,8 @@ impl Store {
         };
         let store = Arc::new(Store {
             catalog,
-            keys: KeyCache::default(),
-            nonces: NonceWindow::start(ledgers, seen, config.busy_timeout),
+            keys: KeyCache::new(clock.clone()),
+            nonces: NonceWindow::start(ledgers, seen, config.busy_timeout, clock),
             refusal_checks: tokio::sync::Semaphore::new(CONCURRENT_REFUSAL_CHECKS),
             clock: DatabaseClock::new(skew_secs),
             skew_secs,
@@ -252,10 +259,18 @@ impl Store {
         &self.catalog
     }
 
+    /// The application's one clock.
+    pub fn clock(&self) -> &Clock {
+        self.catalog.clock()
+    }
+
     /// The verifying key for a key id, from memory when it can be. A miss
     /// reads the database on the blocking pool: with PostgreSQL that is a
     /// round trip, which must not stall the worker's other connections.
-    pub async fn find_key(self: &Arc<Self>, key_id: &str) -> Result<Option<Arc<CachedKey>>, Error> {
+    pub async fn find_key(
+        self: &Arc<Self>,
+        key_id: &str,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
         if let Some(key) = self.keys.get(key_id) {
             return Ok(Some(key));
         }
@@ -266,25 +281,28 @@ impl Store {
 
     /// Not negative-cached: a key created a moment ago by the CLI or
     /// another process must work on its first request.
-    async fn load_key(self: &Arc<Self>, key_id: String) -> Result<Option<Arc<CachedKey>>, Error> {
+    async fn load_key(
+        self: &Arc<Self>,
+        key_id: String,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let store = self.clone();
         let loaded = tokio::task::spawn_blocking(move || store.catalog.verifying_key(&key_id))
             .await
-            .map_err(|e| Error::Unavailable(format!("key lookup: {e}")))??;
+            .map_err(|e| StoreError::Unavailable(format!("key lookup: {e}")))??;
         Ok(loaded.map(|loaded| self.keys.insert(loaded)))
     }
 
-    /// Records (key, nonce) durably; `Ok` only once it is committed.
-    /// `policy_seq` is the policy version the request was checked against:
-    /// `Err(PolicyChanged)` when the stored one is newer (see
-    /// [`Self::reload_policies`]).
+    /// Records (key, nonce) durably: `Ok(Recorded)` only once it is
+    /// committed, else the outcome that refused it. `policy_seq` is the
+    /// policy version the request was checked against: `PolicyChanged`
+    /// when the stored one is newer (see [`Self::reload_policies`]).
     pub async fn record_nonce(
         &self,
         key: &CachedKey,
         nonce: &str,
         expires_at: i64,
         policy_seq: i64,
-    ) -> Result<(), Error> {
+    ) -> Result<PairOutcome, StoreError> {
         self.nonces
             .record(key.key_id.clone(), nonce, expires_at, policy_seq)
             .await
@@ -318,7 +336,7 @@ impl Store {
     pub async fn recheck_before_refusal(
         self: &Arc<Self>,
         key: &Arc<CachedKey>,
-    ) -> Result<bool, Error> {
+    ) -> Result<bool, StoreError> {
         let Ok(_permit) = self.refusal_checks.try_acquire() else {
             return Ok(false);
         };
@@ -328,16 +346,19 @@ impl Store {
     /// Reads a key's policies (and its application's) from the database
     /// into the cache: after the ledger said they changed, or before a
     /// policy refusal, so the request is checked against the stored ones.
-    /// `true` when they had changed.
-    pub async fn reload_policies(self: &Arc<Self>, key: &Arc<CachedKey>) -> Result<bool, Error> {
+    /// `true` when they had changed. A key no longer stored has nothing to
+    /// reload: the ledger refuses it (`UnknownKey`) when its pair is
+    /// recorded.
+    pub async fn reload_policies(
+        self: &Arc<Self>,
+        key: &Arc<CachedKey>,
+    ) -> Result<bool, StoreError> {
         let store = self.clone();
         let key = key.clone();
         tokio::task::spawn_blocking(move || {
-            let stored = store
-                .catalog
-                .backend()
-                .policies(&key.key_id)?
-                .ok_or(Error::UnknownKey)?;
+            let Some(stored) = store.catalog.backend().policies(&key.key_id)? else {
+                return Ok(false);
+            };
             let changed = stored.policy_seq != key.policy().policy_seq;
             if changed {
                 store.keys.set_policies(&key, stored);
@@ -345,7 +366,7 @@ impl Store {
             Ok(changed)
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("policy lookup: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("policy lookup: {e}")))?
     }
 
     /// The nonce writer's counters, for `GET /admin/metrics`.
@@ -425,7 +446,7 @@ fn start_maintenance(store: Weak<Store>) {
             loop {
                 std::thread::sleep(KEY_POLL_INTERVAL);
                 let Some(store) = store.upgrade() else { return };
-                let now = crate::clock::now();
+                let now = store.clock().now();
                 housekeeping_failures.record(
                     Instant::now(),
                     store.catalog.backend().housekeeping(now, store.skew_secs),
@@ -467,25 +488,34 @@ mod tests {
     fn a_key_revoked_by_another_connection_is_refused_at_the_next_commit() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig::new(dir.path().join("keygate.db"));
-        let store = Store::open(&config, 300).unwrap();
-        let app = store.catalog().create_app("test", "test").unwrap();
+        let store = Store::open(&config, 300, Clock::system()).unwrap();
+        let name = crate::domain::AppName::parse("test").unwrap();
+        let app = store.catalog().create_app(&name, "test").unwrap();
+        let app_id = crate::domain::AppId::parse(&app.app_id).unwrap();
         let key_id = store
             .catalog()
-            .create_key(&app.app_id, None, None, "test")
+            .create_key(&app_id, None, None, "test")
             .unwrap()
             .key_id;
         let key = block_on(store.find_key(&key_id)).unwrap().unwrap();
-        let until = crate::clock::now() + 60;
-        block_on(store.record_nonce(&key, "nonce-before-revocation", until, 0)).unwrap();
+        let until = store.clock().now() + 60;
+        let recorded = block_on(store.record_nonce(&key, "nonce-before-revocation", until, 0));
+        assert!(
+            matches!(recorded, Ok(PairOutcome::Recorded)),
+            "{recorded:?}"
+        );
 
         let other = rusqlite::Connection::open(dir.path().join("keygate.db")).unwrap();
         other
             .execute(
                 "UPDATE keys SET revoked_at = ?2 WHERE key_id = ?1",
-                rusqlite::params![&key_id, crate::clock::now() - 1],
+                rusqlite::params![&key_id, store.clock().now() - 1],
             )
             .unwrap();
         let refused = block_on(store.record_nonce(&key, "nonce-after-revocation", until, 0));
-        assert!(matches!(refused, Err(Error::KeyRevoked)), "{refused:?}");
+        assert!(
+            matches!(refused, Ok(PairOutcome::KeyRevoked)),
+            "{refused:?}"
+        );
     }
 }

@@ -28,8 +28,8 @@ use super::backend::{NonceLedger, PairOutcome, PairToRecord};
 use super::company_wait::{Doorbell, RecentCommits};
 use super::retried_failure::RetriedFailure;
 use super::seen_nonces::{PairHasher, SeenNonces};
-use crate::clock;
-use crate::error::Error;
+use super::StoreError;
+use crate::clock::Clock;
 
 /// Most pairs recorded in one transaction: large enough to share commits
 /// under load, small enough that one transaction holds the lock briefly.
@@ -42,7 +42,10 @@ const QUEUE_CAPACITY: usize = 8192;
 /// behind it must not wait for it.
 const HOUSEKEEPING_WAIT: Duration = Duration::from_millis(100);
 
-type Reply = oneshot::Sender<Result<(), Error>>;
+/// What a request is told: the pair's outcome once its batch committed,
+/// or why nothing could be recorded.
+type Answer = Result<PairOutcome, StoreError>;
+type Reply = oneshot::Sender<Answer>;
 
 enum Job {
     Record(PairToRecord, Reply),
@@ -118,6 +121,7 @@ impl NonceWindow {
         ledgers: Vec<Box<dyn NonceLedger>>,
         seen: Arc<SeenNonces>,
         busy_timeout: Duration,
+        clock: Clock,
     ) -> NonceWindow {
         #[cfg(feature = "bench-decomposition")]
         decomposition::mode(); // warns now, not at the first request
@@ -139,6 +143,7 @@ impl NonceWindow {
                 purge_failures: RetriedFailure::new("purging expired nonces"),
                 recent: RecentCommits::default(),
                 doorbell: doorbell.clone(),
+                clock: clock.clone(),
             };
             let queue = queue.clone();
             std::thread::Builder::new()
@@ -177,17 +182,18 @@ impl NonceWindow {
         self.seen.contains(self.hasher.hash(key_id, nonce))
     }
 
-    /// Resolves once the pair is committed (`Ok`), or with the reason it
-    /// was not: `NonceReused`, `KeyRevoked`, `KeyExpired`, `UnknownKey`,
-    /// `PolicyChanged` (checked against an older policy than the stored
-    /// one: check again) or `Unavailable`.
+    /// Resolves once the pair is committed (`Ok(Recorded)`), or with the
+    /// outcome that kept it out: `Replayed`, `KeyRevoked`, `KeyExpired`,
+    /// `UnknownKey`, `PolicyChanged` (checked against an older policy than
+    /// the stored one: check again); `Err(Unavailable)` when it could not
+    /// be recorded (fail closed).
     pub async fn record(
         &self,
         key_id: Arc<str>,
         nonce: &str,
         expires_at: i64,
         policy_seq: i64,
-    ) -> Result<(), Error> {
+    ) -> Answer {
         let hash = self.hasher.hash(&key_id, nonce);
         #[cfg(feature = "bench-decomposition")]
         if decomposition::mode() == decomposition::Mode::MemoryOnly {
@@ -197,7 +203,7 @@ impl NonceWindow {
         // a commit. A pair not in it may still have been recorded by
         // another process; the ledger decides that inside its transaction.
         if self.seen.contains(hash) {
-            return Err(Error::NonceReused);
+            return Ok(PairOutcome::Replayed);
         }
         let (reply, answer) = oneshot::channel();
         let deadline = Instant::now() + self.busy_timeout;
@@ -218,7 +224,7 @@ impl NonceWindow {
             }
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(Error::Unavailable("nonce writer stopped".into()))
+                return Err(StoreError::Unavailable("nonce writer stopped".into()))
             }
         };
         if let Some(job) = job {
@@ -226,7 +232,7 @@ impl NonceWindow {
             let room = deadline.saturating_duration_since(Instant::now());
             let wait = Box::pin(self.jobs.send_timeout(job, room));
             wait.await.map_err(|e| {
-                Error::Unavailable(match e {
+                StoreError::Unavailable(match e {
                     mpsc::error::SendTimeoutError::Timeout(_) => "nonce writer queue full".into(),
                     mpsc::error::SendTimeoutError::Closed(_) => "nonce writer stopped".into(),
                 })
@@ -234,7 +240,7 @@ impl NonceWindow {
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(Error::Unavailable("nonce writer stopped".into())))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("nonce writer stopped".into())))
     }
 
     pub(crate) fn purge_expired(&self, now: i64) {
@@ -260,19 +266,6 @@ impl NonceWindow {
     }
 }
 
-impl From<PairOutcome> for Result<(), Error> {
-    fn from(outcome: PairOutcome) -> Self {
-        match outcome {
-            PairOutcome::Recorded => Ok(()),
-            PairOutcome::Replayed => Err(Error::NonceReused),
-            PairOutcome::UnknownKey => Err(Error::UnknownKey),
-            PairOutcome::KeyRevoked => Err(Error::KeyRevoked),
-            PairOutcome::KeyExpired => Err(Error::KeyExpired),
-            PairOutcome::PolicyChanged => Err(Error::PolicyChanged),
-        }
-    }
-}
-
 struct Writer {
     ledger: Box<dyn NonceLedger>,
     housekeeping_wait: Duration,
@@ -286,6 +279,8 @@ struct Writer {
     purge_failures: RetriedFailure,
     recent: RecentCommits,
     doorbell: Arc<Doorbell>,
+    /// The `now` each batch checks key expiry against.
+    clock: Clock,
 }
 
 /// Moves every queued job into `batch`, up to `MAX_BATCH`, without waiting.
@@ -383,16 +378,16 @@ impl Writer {
         // that committed after the request looked: refused here, so the
         // ledger sees each pair once.
         let mut in_batch = IntSet::default();
-        let mut outcomes: Vec<Option<Result<(), Error>>> = Vec::with_capacity(pairs.len());
+        let mut outcomes: Vec<Option<Answer>> = Vec::with_capacity(pairs.len());
         let mut fresh = Vec::with_capacity(pairs.len());
         let started = Instant::now();
         for pair in &pairs {
             if self.seen.contains(pair.hash) || !in_batch.insert(pair.hash) {
-                outcomes.push(Some(Err(Error::NonceReused)));
+                outcomes.push(Some(Ok(PairOutcome::Replayed)));
             } else if pair.deadline <= started {
                 // It waited out the database timeout behind earlier
                 // batches: refused now rather than made to wait again.
-                outcomes.push(Some(Err(Error::Unavailable(
+                outcomes.push(Some(Err(StoreError::Unavailable(
                     "waited past the database timeout for the nonce writer".into(),
                 ))));
             } else {
@@ -404,7 +399,7 @@ impl Writer {
         let deadline = fresh.iter().map(|p| p.deadline).min();
         let recorded = match deadline {
             None => Ok(Vec::new()),
-            Some(deadline) => self.ledger.record(&fresh, clock::now(), deadline),
+            Some(deadline) => self.ledger.record(&fresh, self.clock.now(), deadline),
         };
         let took = started.elapsed();
         self.recent.record(pairs.len(), took);
@@ -432,11 +427,11 @@ impl Writer {
                             }
                             _ => {}
                         }
-                        *outcome = Some(decided.into());
+                        *outcome = Some(Ok(decided));
                     }
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome.unwrap_or(Err(Error::NonceReused)));
+                    let _ = reply.send(outcome.unwrap_or(Ok(PairOutcome::Replayed)));
                 }
             }
             Err(e) => {
@@ -444,7 +439,8 @@ impl Writer {
                 let reason = e.to_string();
                 self.record_failures.record(Instant::now(), Err(&reason));
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let answer = outcome.unwrap_or_else(|| Err(Error::Unavailable(reason.clone())));
+                    let answer =
+                        outcome.unwrap_or_else(|| Err(StoreError::Unavailable(reason.clone())));
                     let _ = reply.send(answer);
                 }
             }
@@ -459,7 +455,7 @@ impl Writer {
 /// build, and the server warns at start-up when one is on.
 #[cfg(feature = "bench-decomposition")]
 mod decomposition {
-    use super::{Error, SeenNonces};
+    use super::{Answer, PairOutcome, SeenNonces};
 
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     pub(super) enum Mode {
@@ -493,15 +489,11 @@ mod decomposition {
         })
     }
 
-    pub(super) fn record_in_memory(
-        seen: &SeenNonces,
-        hash: u64,
-        expires_at: i64,
-    ) -> Result<(), Error> {
-        if seen.insert(hash, expires_at) {
-            Ok(())
+    pub(super) fn record_in_memory(seen: &SeenNonces, hash: u64, expires_at: i64) -> Answer {
+        Ok(if seen.insert(hash, expires_at) {
+            PairOutcome::Recorded
         } else {
-            Err(Error::NonceReused)
-        }
+            PairOutcome::Replayed
+        })
     }
 }

@@ -8,10 +8,12 @@ use tokio_postgres::{GenericClient, Row};
 use super::purge::ExpiredPairSweep;
 use super::{PgConnection, Session, Work};
 use crate::credentials::Sealed;
+use crate::domain::{AppId, KeyId};
 use crate::store::backend::{
     AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, KeySummary, NewAuditEvent,
     SealedVerifyingKey, StoredKey, StoredPolicies,
 };
+use crate::store::catalog::refuse_rotation;
 use crate::store::StoreError;
 
 /// Prepared once per session (`Session::prepared` keys by `&'static str`).
@@ -33,7 +35,8 @@ enum Found<T> {
     Yes(T),
     NoApp,
     NoKey,
-    Revoked,
+    /// A rule above the backend refused the change.
+    Refused(StoreError),
 }
 
 const KEY_COLUMNS: &str =
@@ -177,9 +180,7 @@ fn found<T>(outcome: Found<T>, app_id: &str, key_id: &str) -> Result<T, StoreErr
         Found::Yes(value) => Ok(value),
         Found::NoApp => Err(StoreError::AppNotFound(app_id.to_owned())),
         Found::NoKey => Err(StoreError::KeyNotFound(key_id.to_owned())),
-        Found::Revoked => Err(StoreError::Refused(format!(
-            "key {key_id} is revoked; create a new key for the application instead"
-        ))),
+        Found::Refused(refusal) => Err(refusal),
     }
 }
 
@@ -260,7 +261,8 @@ impl CatalogBackend for PgCatalog {
         }))
     }
 
-    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+    fn app(&self, app_id: &AppId) -> Result<Option<AppRow>, StoreError> {
+        let app_id = app_id.as_str();
         let app_id = app_id.to_owned();
         self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
@@ -277,10 +279,11 @@ impl CatalogBackend for PgCatalog {
 
     fn set_app_policy(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError> {
+        let app_id = app_id.as_str();
         let (owned_app, policy, event) =
             (app_id.to_owned(), policy.map(str::to_owned), event.clone());
         let outcome = self.run(Box::new(move |s: &mut Session| {
@@ -313,10 +316,11 @@ impl CatalogBackend for PgCatalog {
 
     fn set_key_policy(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let key_id = key_id.as_str();
         let (owned_key, policy, event) =
             (key_id.to_owned(), policy.map(str::to_owned), event.clone());
         let outcome = self.run(Box::new(move |s: &mut Session| {
@@ -345,10 +349,11 @@ impl CatalogBackend for PgCatalog {
 
     fn insert_key(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         key: &StoredKey,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError> {
+        let app_id = app_id.as_str();
         let (owned_app, key, event) = (app_id.to_owned(), OwnedKey::from(key), event.clone());
         let outcome = self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
@@ -373,7 +378,8 @@ impl CatalogBackend for PgCatalog {
         found(outcome, app_id, "")
     }
 
-    fn list_keys(&self, app_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+    fn list_keys(&self, app_id: &AppId) -> Result<Vec<KeyRow>, StoreError> {
+        let app_id = app_id.as_str();
         let owned_app = app_id.to_owned();
         let outcome = self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {
@@ -400,7 +406,8 @@ impl CatalogBackend for PgCatalog {
         found(outcome, app_id, "")
     }
 
-    fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+    fn key(&self, key_id: &KeyId) -> Result<Option<KeyRow>, StoreError> {
+        let key_id = key_id.as_str();
         let key_id = key_id.to_owned();
         self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move { key_in(&s.client, &key_id, false).await })
@@ -409,11 +416,12 @@ impl CatalogBackend for PgCatalog {
 
     fn rotate_key(
         &self,
-        old_key_id: &str,
+        old_key_id: &KeyId,
         new_key: &StoredKey,
         old_expires_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let old_key_id = old_key_id.as_str();
         let (old_id, new_key, event) = (
             old_key_id.to_owned(),
             OwnedKey::from(new_key),
@@ -425,8 +433,8 @@ impl CatalogBackend for PgCatalog {
                 let Some(old) = key_in(&tx, &old_id, true).await? else {
                     return Ok(Found::NoKey);
                 };
-                if old.revoked_at.is_some() {
-                    return Ok(Found::Revoked);
+                if let Some(refusal) = refuse_rotation(&old) {
+                    return Ok(Found::Refused(refusal));
                 }
                 let name = new_key.name.as_deref().or(old.name.as_deref());
                 insert_key_in(&tx, &old.app_id, &new_key, name, old.policy.as_deref()).await?;
@@ -446,10 +454,11 @@ impl CatalogBackend for PgCatalog {
 
     fn revoke_key(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         revoked_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let key_id = key_id.as_str();
         let (owned_key, event) = (key_id.to_owned(), event.clone());
         let outcome = self.run(Box::new(move |s: &mut Session| {
             Box::pin(async move {

@@ -189,21 +189,15 @@ fn tls_connector(
     Ok(MakeRustlsConnect::new(config))
 }
 
+/// `sslrootcert`'s certificates when given (and only those, as libpq
+/// does), else the public web roots.
 fn roots(root_cert: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
-    use rustls::pki_types::pem::PemObject;
     let Some(path) = root_cert else {
-        return Ok(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
+        return Ok(crate::tls_roots::public_roots());
     };
-    let bad = |e: &dyn std::fmt::Display| format!("sslrootcert {}: {e}", path.display());
     let mut store = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-        store.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-    }
-    if store.is_empty() {
-        return Err(bad(&"no PEM certificate in the file"));
-    }
+    crate::tls_roots::add_pem_file(&mut store, path)
+        .map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
     Ok(store)
 }
 

@@ -9,10 +9,12 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 
 use super::{open_connection, unavailable, Settings};
 use crate::credentials::Sealed;
+use crate::domain::{AppId, KeyId};
 use crate::store::backend::{
     AppRow, AuditRow, CatalogBackend, KeyRow, KeyState, KeySummary, NewAuditEvent,
     SealedVerifyingKey, StoredKey, StoredPolicies,
 };
+use crate::store::catalog::refuse_rotation;
 use crate::store::StoreError;
 
 pub(crate) struct SqliteCatalog {
@@ -234,7 +236,8 @@ impl CatalogBackend for SqliteCatalog {
         Ok(apps)
     }
 
-    fn app(&self, app_id: &str) -> Result<Option<AppRow>, StoreError> {
+    fn app(&self, app_id: &AppId) -> Result<Option<AppRow>, StoreError> {
+        let app_id = app_id.as_str();
         Ok(self
             .lock()
             .prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE app_id = ?1"))?
@@ -244,10 +247,11 @@ impl CatalogBackend for SqliteCatalog {
 
     fn set_app_policy(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError> {
+        let app_id = app_id.as_str();
         self.write(|tx| {
             let changed = tx.execute(
                 "UPDATE apps SET policy = ?2 WHERE app_id = ?1",
@@ -266,10 +270,11 @@ impl CatalogBackend for SqliteCatalog {
 
     fn set_key_policy(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         policy: Option<&str>,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let key_id = key_id.as_str();
         self.write(|tx| {
             let changed = tx.execute(
                 "UPDATE keys SET policy = ?2, policy_seq = policy_seq + 1 WHERE key_id = ?1",
@@ -287,10 +292,11 @@ impl CatalogBackend for SqliteCatalog {
 
     fn insert_key(
         &self,
-        app_id: &str,
+        app_id: &AppId,
         key: &StoredKey,
         event: &NewAuditEvent,
     ) -> Result<(), StoreError> {
+        let app_id = app_id.as_str();
         self.write(|tx| {
             if !app_exists(tx, app_id)? {
                 return Err(StoreError::AppNotFound(app_id.to_owned()));
@@ -300,7 +306,8 @@ impl CatalogBackend for SqliteCatalog {
         })
     }
 
-    fn list_keys(&self, app_id: &str) -> Result<Vec<KeyRow>, StoreError> {
+    fn list_keys(&self, app_id: &AppId) -> Result<Vec<KeyRow>, StoreError> {
+        let app_id = app_id.as_str();
         let conn = self.lock();
         if !app_exists(&conn, app_id)? {
             return Err(StoreError::AppNotFound(app_id.to_owned()));
@@ -314,24 +321,24 @@ impl CatalogBackend for SqliteCatalog {
         Ok(keys)
     }
 
-    fn key(&self, key_id: &str) -> Result<Option<KeyRow>, StoreError> {
+    fn key(&self, key_id: &KeyId) -> Result<Option<KeyRow>, StoreError> {
+        let key_id = key_id.as_str();
         key_in(&self.lock(), key_id)
     }
 
     fn rotate_key(
         &self,
-        old_key_id: &str,
+        old_key_id: &KeyId,
         new_key: &StoredKey,
         old_expires_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let old_key_id = old_key_id.as_str();
         self.write(|tx| {
             let old = key_in(tx, old_key_id)?
                 .ok_or_else(|| StoreError::KeyNotFound(old_key_id.to_owned()))?;
-            if old.revoked_at.is_some() {
-                return Err(StoreError::Refused(format!(
-                    "key {old_key_id} is revoked; create a new key for the application instead"
-                )));
+            if let Some(refusal) = refuse_rotation(&old) {
+                return Err(refusal);
             }
             let inherited = StoredKey {
                 name: new_key.name.clone().or_else(|| old.name.clone()),
@@ -349,10 +356,11 @@ impl CatalogBackend for SqliteCatalog {
 
     fn revoke_key(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         revoked_at: i64,
         event: &NewAuditEvent,
     ) -> Result<KeyRow, StoreError> {
+        let key_id = key_id.as_str();
         self.write(|tx| {
             let key =
                 key_in(tx, key_id)?.ok_or_else(|| StoreError::KeyNotFound(key_id.to_owned()))?;

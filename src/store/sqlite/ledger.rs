@@ -46,7 +46,9 @@ pub(crate) struct SqliteLedger {
 impl SqliteLedger {
     /// `conn` must have no busy handler: the ledger itself retries while
     /// another process holds the write lock, until each call's deadline.
-    pub(crate) fn new(conn: Connection, seen: Arc<SeenNonces>) -> Self {
+    /// `now`: the window is loaded as of this time (pairs expired by then
+    /// are left out).
+    pub(crate) fn new(conn: Connection, seen: Arc<SeenNonces>, now: i64) -> Self {
         let mut ledger = SqliteLedger {
             conn,
             seen,
@@ -55,12 +57,7 @@ impl SqliteLedger {
         // Load the window now rather than inside the first request's
         // transaction (one SELECT reads one consistent snapshot); the first
         // write transaction catches up whatever is appended meanwhile.
-        if let Err(e) = catch_up_on(
-            &ledger.conn,
-            &ledger.seen,
-            &mut ledger.last_seen_id,
-            crate::clock::now(),
-        ) {
+        if let Err(e) = catch_up_on(&ledger.conn, &ledger.seen, &mut ledger.last_seen_id, now) {
             tracing::warn!(error = %e, "could not preload the nonce window; the first batch will");
         }
         ledger
@@ -304,7 +301,10 @@ fn decode_entries(entries: &str) -> impl Iterator<Item = (&str, &str, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock;
+
+    fn now() -> i64 {
+        crate::clock::Clock::system().now()
+    }
 
     #[test]
     fn a_write_transaction_rolls_back_unless_committed() {
@@ -363,7 +363,7 @@ mod tests {
                  VALUES ('pk_a', 'app', x'00', x'00', 0);",
         )
         .unwrap();
-        SqliteLedger::new(conn, Arc::new(SeenNonces::new()))
+        SqliteLedger::new(conn, Arc::new(SeenNonces::new()), now())
     }
 
     fn record(ledger: &mut SqliteLedger, nonces: &[&str], expires_at: i64) -> Vec<PairOutcome> {
@@ -378,9 +378,7 @@ mod tests {
                 policy_seq: 0,
             })
             .collect();
-        ledger
-            .record(&pairs, clock::now(), in_two_seconds())
-            .unwrap()
+        ledger.record(&pairs, now(), in_two_seconds()).unwrap()
     }
 
     /// The catch-up relies on ids that never go back, even when a purge
@@ -394,8 +392,9 @@ mod tests {
         let mut theirs = SqliteLedger::new(
             Connection::open(&path).unwrap(),
             Arc::new(SeenNonces::new()),
+            now(),
         );
-        let soon = clock::now() + 60;
+        let soon = now() + 60;
         let recorded = [PairOutcome::Recorded];
         assert_eq!(record(&mut ours, &["n1", "n2"], soon), [recorded[0]; 2]);
         assert_eq!(record(&mut ours, &["n3"], soon), recorded);

@@ -73,6 +73,7 @@ pub(crate) fn open_ledger(
     path: &Path,
     settings: Settings,
     seen: Arc<SeenNonces>,
+    now: i64,
 ) -> Result<SqliteLedger, String> {
     let configure = |e: rusqlite::Error| format!("cannot configure {}: {e}", path.display());
     let conn = open_connection(path, settings)
@@ -82,7 +83,7 @@ pub(crate) fn open_ledger(
     // The ledger waits for the write lock its own way (see
     // `retry_while_busy`), not with SQLite's handler.
     conn.busy_timeout(Duration::ZERO).map_err(configure)?;
-    Ok(SqliteLedger::new(conn, seen))
+    Ok(SqliteLedger::new(conn, seen, now))
 }
 
 /// Switching a new file to WAL does not wait on the busy timeout: when
