@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use keygate::clock::Clock;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -82,7 +83,7 @@ fn create_list_sign_without_ever_listing_secrets(backend: Backend) {
 }
 
 fn rotation_overlaps_then_the_old_key_expires(backend: Backend) {
-    let app = spawn_app_on(backend);
+    let app = spawn_app_on_with(backend, |c| c.clock = Clock::manual(now()));
     let old = app.create_key();
     let rotated = app.admin(
         "POST",
@@ -116,7 +117,7 @@ fn rotation_overlaps_then_the_old_key_expires(backend: Backend) {
     assert_eq!(status_of(&keys, &old.key_id), "expiring");
     assert_eq!(status_of(&keys, &new.key_id), "active");
 
-    std::thread::sleep(Duration::from_millis(3100));
+    app.clock.advance(Duration::from_millis(3100));
     let answer = app.signed(&old, "GET", "/v1/whoami", b"");
     assert_eq!((answer.status, answer.code()), (401, "key_expired"));
     assert_eq!(app.signed(&new, "GET", "/v1/whoami", b"").status, 200);
@@ -489,6 +490,8 @@ fn secrets_are_not_in_the_database_files_or_the_log() {
     );
     let rotated = app.admin("POST", &format!("/admin/keys/{}/rotate", key.key_id), None);
     let new_secret = rotated.body["secret"].as_str().unwrap().to_owned();
+    // The real binary's log and WAL are written by its own threads: give
+    // them a moment to reach the files this test reads.
     std::thread::sleep(Duration::from_millis(500));
 
     let secrets = [key.secret.as_str(), new_secret.as_str()];

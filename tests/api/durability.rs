@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use keygate::clock::Clock;
 use rusqlite::Connection;
 
 use crate::helpers::*;
@@ -157,7 +158,10 @@ fn replays_are_refused_without_waiting_for_the_database() {
 
 #[test]
 fn expired_nonces_are_purged() {
-    let app = spawn_app_with(|c| c.skew_secs = 1);
+    let app = spawn_app_with(|c| {
+        c.skew_secs = 1;
+        c.clock = Clock::manual(now());
+    });
     let key = app.create_key();
     for _ in 0..20 {
         assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
@@ -174,14 +178,17 @@ fn expired_nonces_are_purged() {
             .unwrap()
     };
     assert!(count() >= 20);
-    // Rows live until ts + skew + 1 (here ~2 s); the purge runs every 200 ms.
+    // Rows live until ts + skew + 1 (here 2 s): moved past that, the
+    // maintenance thread's next tick (every 200 ms, a real thread: this
+    // waits for it, not for time to pass) purges them.
+    app.clock.advance(Duration::from_secs(3));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while count() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "nonces were not purged"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -207,12 +214,14 @@ fn the_busy_timeout_bounds_each_request_s_whole_wait() {
         .map(|i| {
             let (public, key) = (app.public, key.clone());
             std::thread::spawn(move || {
+                // Requests spread over the real lock's hold time.
                 std::thread::sleep(Duration::from_millis(300 * i));
                 let app = TestApp {
                     public,
                     admin: public,
                     db_path: Default::default(),
                     _db: None,
+                    clock: Clock::system(),
                 };
                 let started = Instant::now();
                 let answer = app.signed(&key, "GET", "/v1/whoami", b"");

@@ -39,6 +39,7 @@ fn run_fault<S>(
     let log_before = server.log.lock().unwrap().lines().count();
 
     let load = Load::start(app.public, &key, 4);
+    // Real load on the real binary before the fault.
     std::thread::sleep(Duration::from_millis(500));
     let fault = inject(&server, dir.path());
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -58,6 +59,7 @@ fn run_fault<S>(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // Three seconds of refusals from the real binary, to count its log.
     std::thread::sleep(Duration::from_secs(3));
     let log_during = server.log.lock().unwrap().lines().count() - log_before;
     let refusals = load

@@ -35,6 +35,7 @@ fn stalled_bodies_cannot_take_more_than_the_budget() {
             stream
         })
         .collect();
+    // The stalled uploads reach the server's reader threads.
     std::thread::sleep(Duration::from_millis(500));
 
     let started = Instant::now();

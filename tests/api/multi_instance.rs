@@ -73,6 +73,7 @@ fn everything_a_killed_instance_accepted_is_refused_by_the_others() {
     let [a, b, c] = three_instances(&db);
     let key = a.app().create_key();
     let load = Load::start(a.public, &key, 8);
+    // Real traffic into a real process before it is killed.
     std::thread::sleep(Duration::from_millis(1500));
     a.kill_9();
     let answers = load.finish();
@@ -111,6 +112,7 @@ fn a_database_restart_under_load_costs_503s_never_an_unrecorded_accept() {
     let instance = Binary::serve(std::path::Path::new("unused"), &env);
     let key = instance.app().create_key();
     let load = Load::start(instance.public, &key, 4);
+    // Load on the real server, then the real database down for a while.
     std::thread::sleep(Duration::from_millis(700));
     server.stop_immediately();
     std::thread::sleep(Duration::from_millis(2500));

@@ -7,6 +7,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use keygate::clock::Clock;
 use serde_json::{json, Value};
 
 use crate::gateway::spawn_upstream;
@@ -303,7 +304,7 @@ fn source_networks_and_forwarded_for(backend: Backend) {
 }
 
 fn rate_limits_count_only_valid_signatures(backend: Backend) {
-    let app = spawn_app_on(backend);
+    let app = spawn_app_on_with(backend, |c| c.clock = Clock::manual(now()));
     let key = app.create_key();
     // No limit, no RateLimit fields.
     let unlimited = app.signed(&key, "GET", "/v1/whoami", b"");
@@ -345,7 +346,7 @@ fn rate_limits_count_only_valid_signatures(backend: Backend) {
         Some(retry_after.to_string().as_str())
     );
     // Accepted again once Retry-After has passed.
-    std::thread::sleep(Duration::from_secs(retry_after));
+    app.clock.advance(Duration::from_secs(retry_after));
     assert_eq!(app.signed(&key, "GET", "/v1/whoami", b"").status, 200);
 
     // An application's limit counts all its keys together.

@@ -69,6 +69,7 @@ fn after_a_mixed_soak_descriptors_and_memory_come_back() {
 
     // Warm up every path once, then let the window empty.
     Load::start(target, &key, 2).finish_after(Duration::from_secs(2));
+    // The real binary's window empties on its own clock.
     std::thread::sleep(Duration::from_secs(5));
     let (rss_before, fds_before) = (rss_kib(pid), open_fds(pid));
 
