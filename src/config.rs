@@ -54,6 +54,22 @@ pub struct Config {
     pub workers: Option<usize>,
     /// The one clock: the system's, or a test's manual one.
     pub clock: Clock,
+    /// One log line per request (`--access-log`).
+    pub access_log: bool,
+    /// How log lines are written (`--log-format`).
+    pub log_format: LogFormat,
+    /// The least level logged (`KEYGATE_LOG`): error, warn, info, debug, trace.
+    pub log_level: String,
+}
+
+/// `--log-format`: lines for people, or one JSON object a line for a log
+/// pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Config {
@@ -80,6 +96,9 @@ impl Config {
             trusted_proxies: Vec::new(),
             workers: None,
             clock: Clock::system(),
+            access_log: false,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
         }
     }
 }
@@ -105,6 +124,9 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("workers", &self.workers)
             .field("clock", &self.clock)
+            .field("access_log", &self.access_log)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
             .finish()
     }
 }

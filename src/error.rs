@@ -39,6 +39,10 @@ pub enum Error {
         offset: i64,
         skew: u32,
     },
+    /// Signed before the database was restored from a backup: its nonce
+    /// may be in no window any more, so it is refused by its time.
+    #[error("this request was signed before the database was restored from a backup (at {restored_at}); sign it again")]
+    SignedBeforeRestore { server_time: i64, restored_at: i64 },
     #[error(
         "this Nonce was already used with this key; send a fresh random nonce with every request"
     )]
@@ -113,9 +117,9 @@ impl Error {
             Error::UnknownKey => "unknown_key",
             Error::KeyRevoked => "key_revoked",
             Error::KeyExpired => "key_expired",
-            Error::TimestampOutOfRange { .. } | Error::SignatureExpired { .. } => {
-                "timestamp_out_of_range"
-            }
+            Error::TimestampOutOfRange { .. }
+            | Error::SignatureExpired { .. }
+            | Error::SignedBeforeRestore { .. } => "timestamp_out_of_range",
             Error::NonceReused => "nonce_reused",
             Error::Forbidden { .. } => "forbidden",
             Error::ForbiddenSource { .. } => "forbidden_source",
@@ -147,7 +151,8 @@ impl Error {
                 extra.insert("server_time".into(), json!(server_time));
                 extra.insert("allowed_skew_secs".into(), json!(skew));
             }
-            Error::SignatureExpired { server_time, .. } => {
+            Error::SignatureExpired { server_time, .. }
+            | Error::SignedBeforeRestore { server_time, .. } => {
                 extra.insert("server_time".into(), json!(server_time));
             }
             Error::SignatureMismatch { string_to_sign } => {
@@ -234,6 +239,7 @@ impl ResponseError for Error {
             | Error::KeyExpired
             | Error::TimestampOutOfRange { .. }
             | Error::SignatureExpired { .. }
+            | Error::SignedBeforeRestore { .. }
             | Error::NonceReused
             | Error::SignatureMismatch { .. }
             | Error::ContentDigestMismatch(_)
@@ -258,10 +264,22 @@ impl ResponseError for Error {
     }
 
     fn error_response(&self) -> HttpResponse {
+        self.response_for(None)
+    }
+}
+
+impl Error {
+    /// The refusal as a partner receives it, with the request's id in the
+    /// body when there is one (the request-id middleware rebuilds every
+    /// refusal with it: `http/request_id.rs`).
+    pub fn response_for(&self, request_id: Option<&str>) -> HttpResponse {
         let mut body = Map::new();
         body.insert("code".into(), json!(self.code()));
         body.insert("message".into(), json!(self.to_string()));
         body.extend(self.details());
+        if let Some(id) = request_id {
+            body.insert("request_id".into(), json!(id));
+        }
 
         let mut response = HttpResponse::build(self.status_code());
         if self.status_code() == StatusCode::UNAUTHORIZED {

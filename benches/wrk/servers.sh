@@ -7,11 +7,19 @@
 # (target/bench-decomposition) so that it can never be mistaken for
 # target/release/keygate.
 #
+# KEYGATE_BIN=path runs that binary instead of building one, to compare
+# two builds in one session (BENCHMARKS.md, round 15).
+#
 # Needs wrk (apt-get install wrk). Everything stays on 127.0.0.1.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 modes=${NONCE_MODES:-durable}
-if [ "$modes" = durable ]; then
+if [ -n "${KEYGATE_BIN:-}" ]; then
+  # A binary built elsewhere (another commit, for a before/after
+  # comparison in one session): used as it is, nothing is built.
+  bin=$(cd "$OLDPWD" && readlink -f "$KEYGATE_BIN")
+  [ -x "$bin" ] || { echo "KEYGATE_BIN=$KEYGATE_BIN is not an executable" >&2; exit 1; }
+elif [ "$modes" = durable ]; then
   cargo build --release --quiet
   bin=$PWD/target/release/keygate
 else

@@ -15,18 +15,18 @@ pub struct DbArgs {
     /// SQLite database file, or a postgres:// URL (PostgreSQL, for several instances)
     /// [default: ./keygate.db].
     #[arg(long, env = "KEYGATE_DB")]
-    db: Option<String>,
+    pub(super) db: Option<String>,
     /// Master key for secrets at rest [default with SQLite: <db>.master-key, created on first use;
     /// required with PostgreSQL].
     #[arg(long, env = "KEYGATE_MASTER_KEY_FILE")]
-    master_key_file: Option<PathBuf>,
+    pub(super) master_key_file: Option<PathBuf>,
     /// normal: survives kill -9; full: fsync per commit, survives power loss [default: normal].
     #[arg(long, env = "KEYGATE_DURABILITY", value_enum)]
-    durability: Option<Durability>,
+    pub(super) durability: Option<Durability>,
     /// How long a request waits for the database (a lock, an answer) before refusing (503)
     /// [default: 2000].
     #[arg(long, env = "KEYGATE_DB_BUSY_TIMEOUT_MS")]
-    db_busy_timeout_ms: Option<u64>,
+    pub(super) db_busy_timeout_ms: Option<u64>,
 }
 
 impl DbArgs {

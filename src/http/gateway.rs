@@ -27,12 +27,13 @@ use actix_web::body::{BodyStream, SizedStream};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use http_body_util::{BodyDataStream, Full};
 use hyper::http as upstream_http;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::request_id::RequestId;
 use super::{PublicState, SignedRequest};
 use crate::error::Error;
 
@@ -166,7 +167,7 @@ impl HopByHop {
 /// own are never forwarded. Compared with `_` read as `-`, because CGI,
 /// WSGI, Rack and PHP map `X_Keygate_App_Id` and `X-Keygate-App-Id` to
 /// the same variable, and which one wins is theirs to decide.
-const CONTROLLED_FIELDS: [&str; 13] = [
+const CONTROLLED_FIELDS: [&str; 14] = [
     // Method overrides: a rule allowing POST must not become a DELETE on
     // an upstream that honours them. Stripped rather than refused, so a
     // library that adds one by habit still works, with the method signed.
@@ -186,6 +187,8 @@ const CONTROLLED_FIELDS: [&str; 13] = [
     // policy judged must be the one served.
     "x-original-url",
     "x-rewrite-url",
+    // keygate sets the request id the answer carries.
+    "x-request-id",
 ];
 
 /// Whether a request field the caller sent goes to the upstream. `name`
@@ -291,6 +294,11 @@ pub async fn forward(
         .header("x-forwarded-proto", forwarding.proto);
     if let Some(host) = forwarding.host {
         outgoing = outgoing.header("x-forwarded-host", host.as_bytes());
+    }
+    // The id the partner's answer carries: the caller's own when it is
+    // acceptable, else the one keygate made (`request_id.rs`).
+    if let Some(id) = req.extensions().get::<RequestId>() {
+        outgoing = outgoing.header("x-request-id", id.as_str());
     }
     let outgoing = outgoing
         .body(Full::new(signed.body))
@@ -416,12 +424,12 @@ mod tests {
             "Connection",
             "Transfer-Encoding",
             "Host",
+            "X-Request-Id",
         ] {
             assert!(!forwarded(dropped), "{dropped}");
         }
         for kept in [
             "content-type",
-            "x-request-id",
             "x-keygate",
             "x-forwarded",
             "x-http-method-override-not",

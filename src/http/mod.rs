@@ -13,6 +13,7 @@ mod body_budget;
 mod console;
 mod gateway;
 mod public;
+pub mod request_id;
 mod signed_request;
 mod target;
 
@@ -154,6 +155,7 @@ impl Application {
             trusted_proxies: config.trusted_proxies.clone(),
         });
         let upstream = config.upstream.clone();
+        let access_log = request_id::AccessLog(config.access_log);
         let public_workers = config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
@@ -163,7 +165,10 @@ impl Application {
             config.max_connections,
             config.max_body_bytes,
             move || {
-                let app = App::new().app_data(public_state.clone());
+                let app = App::new()
+                    .wrap(actix_web::middleware::from_fn(request_id::middleware))
+                    .app_data(access_log)
+                    .app_data(public_state.clone());
                 match &upstream {
                     Some(base) => app
                         .app_data(web::Data::new(
@@ -192,6 +197,8 @@ impl Application {
             admin::ADMIN_BODY_LIMIT,
             move || {
                 App::new()
+                    .wrap(actix_web::middleware::from_fn(request_id::middleware))
+                    .app_data(access_log)
                     .wrap(console::security_headers())
                     .app_data(admin_state.clone())
                     .app_data(web::QueryConfig::default().error_handler(|err, _| {

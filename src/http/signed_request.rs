@@ -24,10 +24,11 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
+use super::request_id::{RequestId, VerifiedAs};
 use super::{body, PublicState};
 use crate::error::Error;
 use crate::policy::{self, Allowance, Enforced, Refusal};
@@ -76,6 +77,12 @@ async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequ
         .expect("PublicState is registered on the public app");
     let result = verify(&req, payload, state).await;
     state.metrics.signed_request(result.as_ref().map(|_| ()));
+    if let Ok(signed) = &result {
+        req.extensions_mut().insert(VerifiedAs {
+            key_id: signed.key.key_id.clone(),
+            app_id: signed.key.app_id.clone(),
+        });
+    }
     if let Err(e) = &result {
         let Some(lines_not_logged_before) = state.refusal_log.admit() else {
             return result;
@@ -89,7 +96,9 @@ async fn verify_and_log(req: HttpRequest, payload: Payload) -> Result<SignedRequ
             .and_then(|h| Authorization::parse(h.as_bytes()).ok())
             .map(|a| a.key_id.to_owned())
             .or_else(|| rfc9421_key_id(&req));
+        let request_id = req.extensions().get::<RequestId>().cloned();
         tracing::info!(
+            request_id = request_id.as_ref().map_or("-", RequestId::as_str),
             code = e.code(),
             key_id = key_id.as_deref().unwrap_or("-"),
             method = %req.method(),
@@ -215,6 +224,7 @@ async fn verify_kg1(
     // 3. The clock.
     let timestamp = auth.unix_time();
     check_clock(timestamp, now, state.skew_secs)?;
+    check_not_before_restore(timestamp, now, state)?;
 
     // 4. The body and the signature.
     let (body, body_hash) = read_hashed_body(req, payload, state).await?;
@@ -360,6 +370,19 @@ fn check_clock(signed_at: i64, now: i64, skew_secs: u32) -> Result<(), Error> {
     Ok(())
 }
 
+/// After a restore from a backup, nothing signed before it is accepted
+/// (`store/sqlite/backup.rs`).
+fn check_not_before_restore(signed_at: i64, now: i64, state: &PublicState) -> Result<(), Error> {
+    let restored_at = state.store.signed_not_before();
+    if signed_at < restored_at {
+        return Err(Error::SignedBeforeRestore {
+            server_time: now,
+            restored_at,
+        });
+    }
+    Ok(())
+}
+
 /// All field lines of a header, in order, as text (RFC 9421 section 2.1).
 fn field_lines(req: &HttpRequest, name: &str) -> Vec<String> {
     req.headers()
@@ -489,6 +512,7 @@ async fn check_rfc9421_label(
         .ok_or(Error::UnknownKey)?;
     key.check_usable(now)?;
     check_clock(sig.created, now, state.skew_secs)?;
+    check_not_before_restore(sig.created, now, state)?;
     if let Some(expires) = sig.expires {
         if now >= expires {
             return Err(Error::SignatureExpired {

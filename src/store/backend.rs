@@ -104,6 +104,11 @@ pub trait CatalogBackend: Send + Sync {
     /// machine's that instances must agree with (PostgreSQL); `None` where
     /// keygate's own clock is the only one (SQLite).
     fn database_time(&self) -> Result<Option<f64>, StoreError>;
+    /// The earliest signing time accepted: when the database was last
+    /// restored from a backup (`sqlite/backup.rs`), if it was.
+    fn signed_not_before(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// The replay window's durable half: "record this batch of pairs, tell me

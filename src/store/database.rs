@@ -66,7 +66,7 @@ impl fmt::Debug for Database {
     }
 }
 
-pub(crate) fn redact_password(url: &str) -> String {
+pub fn redact_password(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {

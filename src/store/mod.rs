@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use backend::PairOutcome;
 pub use catalog::{App, AuditEvent, Catalog, KeyInfo, KeyStatus, KeyUnusable, NewKey};
-pub use database::Database;
+pub use database::{redact_password, Database};
 pub use database_clock::DatabaseClock;
 pub use error::StoreError;
 pub use key_cache::{CachedKey, KeyCache, VerifyingKey};
@@ -46,7 +46,8 @@ use retried_failure::RetriedFailure;
 
 /// How hard a commit of the nonce window tries to survive a crash (SQLite;
 /// on PostgreSQL every commit is synchronous, see `postgres/`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// WAL with synchronous=NORMAL: a commit survives the process being
     /// killed (kill -9), not a power cut of the machine.
@@ -205,6 +206,10 @@ pub struct Store {
     /// The clock skew the server allows: how long past a pair's expiry a
     /// shared database keeps it.
     skew_secs: u32,
+    /// No signature made before this is accepted: when the database was
+    /// restored from a backup, whose replay window is older than the
+    /// requests accepted since (`sqlite/backup.rs`). `i64::MIN`: never.
+    signed_not_before: i64,
 }
 
 /// See `Store::refusal_checks`: enough for every honest refusal, few enough
@@ -216,6 +221,10 @@ impl Store {
     /// `clock`: the application's one clock.
     pub fn open(config: &StoreConfig, skew_secs: u32, clock: Clock) -> Result<Arc<Store>, String> {
         let catalog = open_catalog(config, instance_name("serve"), clock.clone())?;
+        let signed_not_before = catalog
+            .backend()
+            .signed_not_before()
+            .map_err(|e| e.to_string())?;
         let seen = Arc::new(SeenNonces::new());
         let ledgers: Vec<Box<dyn NonceLedger>> = match &config.database {
             Database::Sqlite(path) => vec![Box::new(sqlite::open_ledger(
@@ -238,7 +247,14 @@ impl Store {
             refusal_checks: tokio::sync::Semaphore::new(CONCURRENT_REFUSAL_CHECKS),
             clock: DatabaseClock::new(skew_secs),
             skew_secs,
+            signed_not_before: signed_not_before.unwrap_or(i64::MIN),
         });
+        if let Some(at) = signed_not_before {
+            tracing::info!(
+                restored_at = at,
+                "the database was restored from a backup: signatures made before then are refused"
+            );
+        }
         // Before the first request: an instance that starts with a clock
         // far off refuses from the start, not from its first tick.
         if let Err(e) = store.clock.measure(store.catalog.backend().as_ref()) {
@@ -306,6 +322,11 @@ impl Store {
         self.nonces
             .record(key.key_id.clone(), nonce, expires_at, policy_seq)
             .await
+    }
+
+    /// The earliest signing time accepted (after a restore; else `i64::MIN`).
+    pub fn signed_not_before(&self) -> i64 {
+        self.signed_not_before
     }
 
     /// Why signed requests must be refused now, if they must: this

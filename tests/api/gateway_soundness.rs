@@ -319,7 +319,8 @@ fn fields_and_body(raw: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
 
 /// Whatever the upstream streams, however it frames it and whenever it
 /// pauses, the partner receives the same status, fields and bytes: no
-/// byte rewritten, no Content-Type invented, a Content-Length kept.
+/// byte rewritten, no Content-Type invented, a Content-Length kept; the
+/// only fields added are the framing, a Date and the request id.
 #[test]
 fn upstream_answers_arrive_byte_for_byte() {
     #[derive(Clone, Copy, Debug)]
@@ -396,7 +397,12 @@ fn upstream_answers_arrive_byte_for_byte() {
                 assert!(
                     matches!(
                         *name,
-                        "x-custom" | "date" | "content-length" | "transfer-encoding" | "connection"
+                        "x-custom"
+                            | "date"
+                            | "content-length"
+                            | "transfer-encoding"
+                            | "connection"
+                            | "x-request-id"
                     ),
                     "{target}: keygate added {name}: {shown}"
                 );

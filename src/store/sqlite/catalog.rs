@@ -471,4 +471,8 @@ impl CatalogBackend for SqliteCatalog {
     fn database_time(&self) -> Result<Option<f64>, StoreError> {
         Ok(None)
     }
+
+    fn signed_not_before(&self) -> Result<Option<i64>, StoreError> {
+        Ok(super::backup::signed_not_before(&self.lock())?)
+    }
 }

@@ -2,6 +2,7 @@
 //! processes on one machine may share the file (WAL, one writer at a time
 //! across processes); it must never sit on a network filesystem.
 
+pub mod backup;
 mod catalog;
 mod ledger;
 pub mod schema;

@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-const SCHEMA: &str = include_str!("../../../schema.sql");
+pub(crate) const SCHEMA: &str = include_str!("../../../schema.sql");
 
 fn versions() -> Vec<(i64, String)> {
     crate::store::migrations::versions(SCHEMA)

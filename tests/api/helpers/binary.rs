@@ -78,7 +78,12 @@ impl Binary {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 log_writer.lock().unwrap().push_str(&format!("{line}\n"));
                 if !sent && line.contains("keygate listening") {
+                    // Text (`public=...`) or JSON (`"public":"..."`) logs.
+                    let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
                     let addr = |name: &str| -> SocketAddr {
+                        if let Some(json) = &json {
+                            return json[name].as_str().unwrap().parse().unwrap();
+                        }
                         let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
                         line[start..]
                             .split_whitespace()
