@@ -105,6 +105,37 @@ pub enum Error {
     MethodNotAllowed,
 }
 
+/// Every code `Error::code` gives, for the OpenAPI document's schema of a
+/// refusal (`http/openapi.rs`); a test below keeps the two lists alike.
+pub const CODES: [&str; 26] = [
+    "malformed_request",
+    "ambiguous_path",
+    "missing_authorization",
+    "malformed_authorization",
+    "unknown_key",
+    "key_revoked",
+    "key_expired",
+    "timestamp_out_of_range",
+    "nonce_reused",
+    "forbidden",
+    "forbidden_source",
+    "rate_limited",
+    "signature_mismatch",
+    "content_digest_mismatch",
+    "body_too_large",
+    "unreadable_body",
+    "body_timeout",
+    "unavailable",
+    "invalid_admin_token",
+    "upstream_unavailable",
+    "invalid_json",
+    "invalid_request",
+    "app_not_found",
+    "key_not_found",
+    "not_found",
+    "method_not_allowed",
+];
+
 impl Error {
     /// The stable, machine-readable code. Partners' code branches on these,
     /// so they never change once released.
@@ -313,5 +344,73 @@ impl Error {
                 ));
         }
         response.json(json!({ "error": body }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One value of every variant: each one's code is in `CODES`, and
+    /// every listed code is some variant's (the OpenAPI document lists
+    /// exactly what keygate answers with).
+    #[test]
+    fn codes_lists_every_code() {
+        let over = crate::policy::OverLimit {
+            retry_after_secs: 1,
+            limit: 1,
+            window_secs: 1,
+        };
+        let all = [
+            Error::MalformedRequest("*"),
+            Error::AmbiguousPath(crate::canonical_path::Ambiguity::EmptySegment),
+            Error::MissingAuthorization,
+            Error::MalformedAuthorization(String::new()),
+            Error::UnknownKey,
+            Error::KeyRevoked,
+            Error::KeyExpired,
+            Error::TimestampOutOfRange {
+                server_time: 0,
+                offset: 0,
+                skew: 0,
+            },
+            Error::SignedBeforeRestore {
+                server_time: 0,
+                restored_at: 0,
+            },
+            Error::NonceReused,
+            Error::SignatureExpired {
+                server_time: 0,
+                expires: 0,
+            },
+            Error::SignatureMismatch {
+                string_to_sign: String::new(),
+            },
+            Error::ContentDigestMismatch(String::new()),
+            Error::BodyTooLarge { limit: 0 },
+            Error::UnreadableBody(String::new()),
+            Error::BodyTimeout { secs: 0 },
+            Error::Unavailable(String::new()),
+            Error::Forbidden {
+                method: String::new(),
+                path: String::new(),
+            },
+            Error::ForbiddenSource { address: None },
+            Error::RateLimited(over),
+            Error::Overloaded,
+            Error::UpstreamUnavailable(String::new()),
+            Error::AdminTokenMissing,
+            Error::AdminTokenInvalid,
+            Error::InvalidJson(String::new()),
+            Error::InvalidRequest(String::new()),
+            Error::AppNotFound(String::new()),
+            Error::KeyNotFound(String::new()),
+            Error::NotFound,
+            Error::MethodNotAllowed,
+        ];
+        let given: std::collections::BTreeSet<&str> = all.iter().map(Error::code).collect();
+        let listed: std::collections::BTreeSet<&str> = CODES.iter().copied().collect();
+        assert_eq!(given, listed);
+        assert_eq!(CODES.len(), listed.len(), "a code listed twice");
     }
 }

@@ -1,7 +1,8 @@
 //! `keygate backup --to FILE` and `keygate restore --from FILE`: a copy of
 //! the SQLite database taken while keygate serves, and putting one back
 //! (`store/sqlite/backup.rs` says how, and why a restore refuses older
-//! signatures). With PostgreSQL, use the database's own tools.
+//! signatures). With PostgreSQL, restore with the database's own tools,
+//! then `keygate restore --watermark`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,10 +24,15 @@ pub struct BackupArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["from", "watermark"])))]
 pub struct RestoreArgs {
-    /// A file written by `keygate backup`.
+    /// A file written by `keygate backup` (SQLite).
     #[arg(long, value_name = "FILE")]
-    from: PathBuf,
+    from: Option<PathBuf>,
+    /// Only record the restore's time, so signatures made before it are refused: after
+    /// restoring a PostgreSQL database with pg_restore or point-in-time recovery (any backend).
+    #[arg(long)]
+    watermark: bool,
     #[command(flatten)]
     db: DbArgs,
 }
@@ -35,8 +41,9 @@ fn sqlite_path(db: &DbArgs) -> Result<PathBuf, String> {
     match db.store_config().database {
         Database::Sqlite(path) => Ok(path),
         Database::Postgres(_) => Err(
-            "backup and restore are for the SQLite database; with PostgreSQL use pg_dump and \
-             pg_restore (and keep the master key file with the dump)"
+            "backup and restore --from are for the SQLite database; with PostgreSQL use pg_dump \
+             and pg_restore or point-in-time recovery (and keep the master key file with the \
+             dump), then run keygate restore --watermark"
                 .into(),
         ),
     }
@@ -56,14 +63,25 @@ pub fn run_backup(args: BackupArgs) -> Result<ExitCode, String> {
 }
 
 pub fn run_restore(args: RestoreArgs) -> Result<ExitCode, String> {
-    let db = sqlite_path(&args.db)?;
     let now = Clock::system().now();
-    backup::restore(&db, &args.from, now)?;
+    match &args.from {
+        Some(from) => {
+            let db = sqlite_path(&args.db)?;
+            backup::restore(&db, from, now)?;
+            eprintln!("restored {} from {}.", db.display(), from.display());
+        }
+        None => {
+            args.db
+                .open()?
+                .backend()
+                .set_signed_not_before(now)
+                .map_err(|e| e.to_string())?;
+            eprintln!("recorded the restore's time; (re)start every keygate instance now.");
+        }
+    }
     eprintln!(
-        "restored {} from {}. Signatures made before now ({now}) are refused from here on, so \
-         nothing signed before the restore can be replayed.",
-        db.display(),
-        args.from.display()
+        "Signatures made before now ({now}) are refused from here on, so nothing signed before \
+         the restore can be replayed."
     );
     Ok(ExitCode::SUCCESS)
 }

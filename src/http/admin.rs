@@ -73,6 +73,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(traffic))
             .default_service(web::to(method_not_allowed)),
     )
+    .service(
+        web::resource("/admin/openapi.json")
+            .route(web::get().to(openapi))
+            .default_service(web::to(method_not_allowed)),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -215,11 +220,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Unavailable(format!("blocking pool: {e}")))?
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /admin/apps`'s body.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateApp {
+    /// 1 to 200 characters, not only spaces, no control characters.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
 }
+
+#[utoipa::path(
+    post,
+    path = "/admin/apps",
+    tag = "admin",
+    request_body = CreateApp,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The application", body = crate::store::App),
+        (status = 400, description = "Not JSON for this call (invalid_json) or a value its rules refuse (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 
 async fn create_app(
     caller: AdminCaller,
@@ -238,19 +266,55 @@ async fn create_app(
     Ok(HttpResponse::Created().json(app))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/apps",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Every application", body = inline(AppList)),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn list_apps(_: AdminCaller, state: web::Data<AdminState>) -> Result<HttpResponse, Error> {
     let apps = blocking(&state, |store| Ok(store.catalog().list_apps()?)).await?;
     Ok(HttpResponse::Ok().json(json!({ "apps": apps })))
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /admin/apps/{app_id}/keys`'s body (optional: `{}` or empty).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
+    /// RFC 3339, in the future.
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
-    /// A label for humans ("ERP sync, prod").
+    /// A label for humans ("ERP sync, prod"): 1 to 200 characters, not
+    /// only spaces, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/apps/{app_id}/keys",
+    tag = "admin",
+    request_body(content = Option<CreateKey>),
+    params(("app_id" = String, Path, description = "The application's id", pattern = r"^app_[A-Za-z0-9]{20,124}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The key and its secret, shown this once", body = crate::store::NewKey),
+        (status = 400, description = "Not JSON for this call (invalid_json) or a value its rules refuse (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such application (app_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn create_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -277,6 +341,19 @@ async fn create_key(
     Ok(HttpResponse::Created().json(key))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/apps/{app_id}/keys",
+    tag = "admin",
+    params(("app_id" = String, Path, description = "The application's id", pattern = r"^app_[A-Za-z0-9]{20,124}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The application's keys, never their secrets", body = inline(KeyList)),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such application (app_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn list_keys(
     _: AdminCaller,
     state: web::Data<AdminState>,
@@ -290,6 +367,19 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys/{key_id}",
+    tag = "admin",
+    params(("key_id" = String, Path, description = "The key's id", pattern = r"^pk_[A-Za-z0-9]{24,125}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key", body = crate::store::KeyInfo),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (key_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn get_key(
     _: AdminCaller,
     state: web::Data<AdminState>,
@@ -303,12 +393,31 @@ async fn get_key(
     Ok(HttpResponse::Ok().json(key))
 }
 
-#[derive(Deserialize, Default)]
+/// `POST /admin/keys/{key_id}/rotate`'s body (optional).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateKey {
+    /// How long the old key keeps working: 0 to a year (default a day).
+    #[schema(minimum = 0, maximum = 31_536_000)]
     grace_seconds: Option<i64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{key_id}/rotate",
+    tag = "admin",
+    request_body(content = Option<RotateKey>),
+    params(("key_id" = String, Path, description = "The key's id", pattern = r"^pk_[A-Za-z0-9]{24,125}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "The new key and its secret; the old one expires after the grace", body = crate::store::NewKey),
+        (status = 400, description = "Not JSON (invalid_json), a grace out of range or a revoked key (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (key_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn rotate_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -329,6 +438,19 @@ async fn rotate_key(
     Ok(HttpResponse::Created().json(key))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/keys/{key_id}/revoke",
+    tag = "admin",
+    params(("key_id" = String, Path, description = "The key's id", pattern = r"^pk_[A-Za-z0-9]{24,125}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key, revoked", body = crate::store::KeyInfo),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (key_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn revoke_key(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -344,6 +466,19 @@ async fn revoke_key(
     Ok(HttpResponse::Ok().json(key))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/apps/{app_id}/policy",
+    tag = "admin",
+    params(("app_id" = String, Path, description = "The application's id", pattern = r"^app_[A-Za-z0-9]{20,124}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The application's policy ({} when none)", body = crate::policy::PolicyDocument),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such application (app_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn get_app_policy(
     _: AdminCaller,
     state: web::Data<AdminState>,
@@ -357,6 +492,22 @@ async fn get_app_policy(
     Ok(HttpResponse::Ok().json(policy))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/apps/{app_id}/policy",
+    tag = "admin",
+    request_body = crate::policy::PolicyDocument,
+    params(("app_id" = String, Path, description = "The application's id", pattern = r"^app_[A-Za-z0-9]{20,124}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The policy as stored", body = crate::policy::PolicyDocument),
+        (status = 400, description = "Not JSON for this call (invalid_json) or a value its rules refuse (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such application (app_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn put_app_policy(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -376,6 +527,19 @@ async fn put_app_policy(
     Ok(HttpResponse::Ok().json(stored))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/keys/{key_id}/policy",
+    tag = "admin",
+    params(("key_id" = String, Path, description = "The key's id", pattern = r"^pk_[A-Za-z0-9]{24,125}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The key's own policy ({} when none)", body = crate::policy::PolicyDocument),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (key_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn get_key_policy(
     _: AdminCaller,
     state: web::Data<AdminState>,
@@ -389,6 +553,22 @@ async fn get_key_policy(
     Ok(HttpResponse::Ok().json(policy))
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/keys/{key_id}/policy",
+    tag = "admin",
+    request_body = crate::policy::PolicyDocument,
+    params(("key_id" = String, Path, description = "The key's id", pattern = r"^pk_[A-Za-z0-9]{24,125}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The policy as stored", body = crate::policy::PolicyDocument),
+        (status = 400, description = "Not JSON for this call (invalid_json) or a value its rules refuse (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 404, description = "No such key (key_not_found)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over 64 KiB (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 async fn put_key_policy(
     caller: AdminCaller,
     state: web::Data<AdminState>,
@@ -408,10 +588,25 @@ async fn put_key_policy(
     Ok(HttpResponse::Ok().json(stored))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 struct AuditQuery {
+    /// How many events, newest first: 1 to 1000 (default 100).
     limit: Option<u32>,
 }
+
+#[utoipa::path(
+    get,
+    path = "/admin/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Audit events, newest first", body = inline(AuditList)),
+        (status = 400, description = "A limit that is not a number (invalid_request)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The database could not answer (unavailable)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 
 async fn audit(
     _: AdminCaller,
@@ -426,6 +621,16 @@ async fn audit(
     Ok(HttpResponse::Ok().json(json!({ "events": events })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/metrics",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "OpenMetrics text for Prometheus", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 /// Behind the admin token like every admin call: the counts reveal traffic
 /// volumes and which partners fail how, which is nobody else's business.
 /// Prometheus sends the token with `authorization: {credentials_file: ...}`.
@@ -435,8 +640,53 @@ async fn metrics(_: AdminCaller, state: web::Data<AdminState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/traffic",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Signed requests by result in 10 s intervals over the last 15 minutes", body = Object),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+    )
+)]
 /// Signed requests by result over the last minutes, in 10 s intervals, as
 /// JSON: what the console's traffic view draws.
 async fn traffic(_: AdminCaller, state: web::Data<AdminState>) -> HttpResponse {
     HttpResponse::Ok().json(state.metrics.traffic())
+}
+
+#[utoipa::path(
+    get,
+    path = "/admin/openapi.json",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "This document", body = Object),
+        (status = 401, description = "No admin token (missing_authorization) or a wrong one (invalid_admin_token)", body = crate::http::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn openapi(_: AdminCaller) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi::document_json())
+}
+
+/// The list answers' shapes, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AppList {
+    apps: Vec<crate::store::App>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct KeyList {
+    keys: Vec<crate::store::KeyInfo>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AuditList {
+    events: Vec<crate::store::AuditEvent>,
 }

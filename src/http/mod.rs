@@ -12,6 +12,7 @@ mod body;
 mod body_budget;
 mod console;
 mod gateway;
+pub mod openapi;
 mod public;
 pub mod request_id;
 mod signed_request;

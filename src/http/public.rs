@@ -32,20 +32,44 @@ pub fn own_routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn healthz() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "public",
+    responses(
+        (status = 200, description = "{\"status\": \"ok\"}, unauthenticated", body = Object),
+    )
+)]
+pub(super) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Serialized straight from the cached key: no intermediate JSON tree on
 /// the path every signed request takes.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct WhoAmI<'a> {
     app_id: &'a str,
     app_name: &'a str,
     key_id: &'a str,
 }
 
-async fn whoami(signed: SignedRequest) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "public",
+    security(("kg1" = [])),
+    responses(
+        (status = 200, description = "Who the signature says you are", body = WhoAmI),
+        (status = 400, description = "A path servers read differently (ambiguous_path), a target that is not a path (malformed_request), an unreadable body (unreadable_body)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid signature: missing_authorization, malformed_authorization, unknown_key, key_revoked, key_expired, timestamp_out_of_range, nonce_reused, signature_mismatch, content_digest_mismatch", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Outside the access policy: forbidden, forbidden_source", body = crate::http::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time (body_timeout)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Over the rate limit (rate_limited); see Retry-After", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The nonce could not be recorded, or this instance's clock is off (unavailable); see Retry-After", body = crate::http::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn whoami(signed: SignedRequest) -> HttpResponse {
     let key = &signed.key;
     signed.respond(StatusCode::OK).json(WhoAmI {
         app_id: &key.app_id,
@@ -56,7 +80,24 @@ async fn whoami(signed: SignedRequest) -> HttpResponse {
 
 /// Echoes the exact bytes that were signed; a body that is not UTF-8 comes
 /// back base64-encoded so nothing is lost or replaced.
-async fn echo(signed: SignedRequest) -> HttpResponse {
+#[utoipa::path(
+    post,
+    path = "/v1/echo",
+    tag = "public",
+    request_body(content = String, description = "Any bytes, signed", content_type = "application/octet-stream"),
+    security(("kg1" = [])),
+    responses(
+        (status = 200, description = "Your identity and the body: `body` when it is UTF-8, else `body_base64`", body = Echo),
+        (status = 400, description = "A path servers read differently (ambiguous_path), a target that is not a path (malformed_request), an unreadable body (unreadable_body)", body = crate::http::openapi::ErrorBody),
+        (status = 401, description = "No valid signature: missing_authorization, malformed_authorization, unknown_key, key_revoked, key_expired, timestamp_out_of_range, nonce_reused, signature_mismatch, content_digest_mismatch", body = crate::http::openapi::ErrorBody),
+        (status = 403, description = "Outside the access policy: forbidden, forbidden_source", body = crate::http::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time (body_timeout)", body = crate::http::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (body_too_large)", body = crate::http::openapi::ErrorBody),
+        (status = 429, description = "Over the rate limit (rate_limited); see Retry-After", body = crate::http::openapi::ErrorBody),
+        (status = 503, description = "The nonce could not be recorded, or this instance's clock is off (unavailable); see Retry-After", body = crate::http::openapi::ErrorBody),
+    )
+)]
+pub(super) async fn echo(signed: SignedRequest) -> HttpResponse {
     let key = &signed.key;
     let body = match std::str::from_utf8(&signed.body) {
         Ok(text) => json!({ "app_id": key.app_id, "key_id": &*key.key_id, "body": text }),
@@ -67,4 +108,14 @@ async fn echo(signed: SignedRequest) -> HttpResponse {
         }),
     };
     signed.respond(StatusCode::OK).json(body)
+}
+
+/// `POST /v1/echo`'s answer, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Echo {
+    app_id: String,
+    key_id: String,
+    body: Option<String>,
+    body_base64: Option<String>,
 }

@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 use crate::clock::Clock;
 
 pub use path_pattern::{normalize_path, PathPattern};
+pub use rate_limit::RateLimitDocument;
 pub use rate_limit::{Allowance, Limiter, OverLimit, RateLimit};
 
 /// Bounds on a policy document, so one cannot make every request slow.
@@ -67,17 +68,24 @@ pub struct AccessPolicy {
     pub rate_limit: Option<RateLimit>,
 }
 
-#[derive(Deserialize)]
+/// A policy as the admin API reads and shows it (CONTRACT.md section 8):
+/// what `AccessPolicy::parse` takes, and the OpenAPI document's schema of
+/// it (`http/openapi.rs`). Absent fields mean "no restriction".
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PolicyDocument {
+pub struct PolicyDocument {
+    /// Allowed routes; `[]` allows nothing.
     rules: Option<Vec<RuleDocument>>,
+    /// Networks a key may be used from (keys only), e.g. `203.0.113.0/24`.
     source_cidrs: Option<Vec<String>>,
     rate_limit: Option<rate_limit::RateLimitDocument>,
 }
 
-#[derive(Deserialize)]
+/// One allowed route: methods (or `["*"]`) on an exact path or a prefix
+/// ending in `/*`.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleDocument {
+pub struct RuleDocument {
     methods: Option<Vec<String>>,
     path: Option<String>,
 }

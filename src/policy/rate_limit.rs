@@ -32,7 +32,7 @@ pub struct RateLimit {
 }
 
 /// The admin API's input: `burst` may be left out (then one second's worth).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitDocument {
     per_second: Option<f64>,

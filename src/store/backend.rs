@@ -106,9 +106,12 @@ pub trait CatalogBackend: Send + Sync {
     fn database_time(&self) -> Result<Option<f64>, StoreError>;
     /// The earliest signing time accepted: when the database was last
     /// restored from a backup (`sqlite/backup.rs`), if it was.
-    fn signed_not_before(&self) -> Result<Option<i64>, StoreError> {
-        Ok(None)
-    }
+    fn signed_not_before(&self) -> Result<Option<i64>, StoreError>;
+    /// Refuses every signature made before `at` from now on: after the
+    /// database was restored (from a backup, pg_restore, PITR), whose
+    /// replay window lacks the pairs recorded since the copy. Instances
+    /// read it when they start.
+    fn set_signed_not_before(&self, at: i64) -> Result<(), StoreError>;
 }
 
 /// The replay window's durable half: "record this batch of pairs, tell me

@@ -25,23 +25,26 @@ use crate::policy::{AccessPolicy, Holder};
 /// one, so a wrong key fails at start-up, not on every partner request.
 const MASTER_KEY_CHECK: &[u8] = b"keygate master key check v1";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct App {
     pub app_id: String,
     pub name: String,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     /// The access policy (CONTRACT.md section 8); `{}` when there is none.
+    #[schema(value_type = crate::policy::PolicyDocument)]
     pub policy: serde_json::Value,
     /// How many keys, how many live (neither revoked nor expired), and the
     /// latest use of any (a new application has none).
     pub key_count: i64,
     pub live_key_count: i64,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyStatus {
     Active,
@@ -92,7 +95,7 @@ pub(crate) fn refuse_rotation(old: &KeyRow) -> Option<StoreError> {
 }
 
 /// A key as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub key_id: String,
     pub app_id: String,
@@ -100,29 +103,38 @@ pub struct KeyInfo {
     pub name: Option<String>,
     pub status: KeyStatus,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_used_at: Option<OffsetDateTime>,
     /// The key's own access policy; `{}` when there is none. Its
     /// application's applies too.
+    #[schema(value_type = crate::policy::PolicyDocument)]
     pub policy: serde_json::Value,
 }
 
 /// A key just created: the only value that ever carries the secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewKey {
     pub key_id: String,
+    /// Shown this once: keygate stores it only sealed.
     #[serde(serialize_with = "serialize_secret")]
+    #[schema(value_type = String)]
     pub secret: Secret,
     pub app_id: String,
     pub name: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -130,10 +142,11 @@ fn serialize_secret<S: serde::Serializer>(secret: &Secret, s: S) -> Result<S::Ok
     s.serialize_str(secret.expose())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: OffsetDateTime,
     pub actor: String,
     /// The keygate process that made the change: `serve@host:pid` for an
@@ -142,6 +155,8 @@ pub struct AuditEvent {
     pub action: String,
     pub app_id: Option<String>,
     pub key_id: Option<String>,
+    /// What changed, by action: `{"name": ...}`, `{"policy": ...}`, ...
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 

@@ -16,6 +16,7 @@ mod helpers;
 mod kg1;
 mod limits;
 mod multi_instance;
+mod openapi;
 mod operations;
 mod policy;
 mod postgres_server;

@@ -593,4 +593,39 @@ impl CatalogBackend for PgCatalog {
     fn database_time(&self) -> Result<Option<f64>, StoreError> {
         self.purge.database_time().map(Some)
     }
+
+    /// Kept in `meta` as decimal text, like SQLite's.
+    fn signed_not_before(&self) -> Result<Option<i64>, StoreError> {
+        self.run(Box::new(|s: &mut Session| {
+            Box::pin(async move {
+                let row = s
+                    .client
+                    .query_opt(
+                        "SELECT value FROM meta WHERE name = 'signed_not_before'",
+                        &[],
+                    )
+                    .await?;
+                Ok(row.and_then(|r| {
+                    let value: Vec<u8> = r.get(0);
+                    std::str::from_utf8(&value).ok()?.parse().ok()
+                }))
+            })
+        }))
+    }
+
+    fn set_signed_not_before(&self, at: i64) -> Result<(), StoreError> {
+        let value = at.to_string().into_bytes();
+        self.run(Box::new(move |s: &mut Session| {
+            Box::pin(async move {
+                s.client
+                    .execute(
+                        "INSERT INTO meta(name, value) VALUES ('signed_not_before', $1) \
+                         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                        &[&value],
+                    )
+                    .await?;
+                Ok(())
+            })
+        }))
+    }
 }

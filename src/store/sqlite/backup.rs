@@ -82,12 +82,7 @@ pub fn restore(db: &Path, from: &Path, now: i64) -> Result<(), String> {
         )
         .map_err(|e| e.to_string())?;
         schema::migrate(&mut conn)?;
-        conn.execute(
-            "INSERT INTO meta(name, value) VALUES ('signed_not_before', ?1) \
-             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            [now],
-        )
-        .map_err(|e| e.to_string())?;
+        set_signed_not_before(&conn, now).map_err(|e| e.to_string())?;
         conn.pragma_update(None, "journal_mode", "DELETE")
             .map_err(|e| e.to_string())?;
     }
@@ -139,6 +134,16 @@ fn refuse_if_in_use(db: &Path) -> Result<(), String> {
 
 fn sibling(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}.{suffix}", db.display()))
+}
+
+/// Refuses every signature made before `at` (see the module comment).
+pub fn set_signed_not_before(conn: &Connection, at: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta(name, value) VALUES ('signed_not_before', ?1) \
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        [at],
+    )
+    .map(drop)
 }
 
 /// The earliest signing time accepted, after a restore.

@@ -475,4 +475,8 @@ impl CatalogBackend for SqliteCatalog {
     fn signed_not_before(&self) -> Result<Option<i64>, StoreError> {
         Ok(super::backup::signed_not_before(&self.lock())?)
     }
+
+    fn set_signed_not_before(&self, at: i64) -> Result<(), StoreError> {
+        Ok(super::backup::set_signed_not_before(&self.lock(), at)?)
+    }
 }
