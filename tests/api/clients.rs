@@ -18,26 +18,8 @@ fn repo() -> &'static Path {
 /// The Rust example runs as a partner would run it: `cargo run --example
 /// client` (cargo's build lock is free while tests run).
 fn rust_example() -> Command {
-    let mut c = Command::new(env!("CARGO"));
+    let mut c = nested_cargo();
     c.args(["run", "--quiet", "--example", "client", "--"]);
-    // Cargo gives this test process the package's CARGO_PKG_* and
-    // CARGO_MANIFEST_* variables. Passed on, they make the inner cargo see
-    // different values for build scripts that watch them (ring's does), so
-    // it rebuilt ring and all above it on every run (25 s), and the next
-    // `cargo test` rebuilt them back.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || name.starts_with("CARGO_BIN_")
-            || matches!(
-                &*name,
-                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
-            )
-        {
-            c.env_remove(&*name);
-        }
-    }
     c
 }
 

@@ -24,6 +24,7 @@ mod properties;
 mod protocol;
 mod raw_upstream;
 mod rfc9421;
+mod sdks;
 mod soak;
 mod upgrade;
 mod vectors;

@@ -160,3 +160,28 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// `cargo`, run from inside a test as a partner would run it (cargo's build
+/// lock is free while tests run).
+pub fn nested_cargo() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO"));
+    // Cargo gives this test process the package's CARGO_PKG_* and
+    // CARGO_MANIFEST_* variables. Passed on, they make the inner cargo see
+    // different values for build scripts that watch them (ring's does), so
+    // it rebuilt ring and all above it on every run (25 s), and the next
+    // `cargo test` rebuilt them back.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            c.env_remove(&*name);
+        }
+    }
+    c
+}

@@ -1,0 +1,3 @@
+module github.com/keygate/keygate/sdk/go
+
+go 1.19
