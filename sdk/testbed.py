@@ -27,6 +27,8 @@ it exits, with its exit status. Standard library only.
     KEYGATE_NARROW_KEY_ID/_SECRET    may only GET /v1/whoami
     KEYGATE_VECTORS             tests/vectors/kg1.json
 
+Every server's body limit is 64 KiB (KEYGATE_MAX_BODY_BYTES).
+
 The upstream behind the main server (any path other than keygate's own):
 `/flaky/<token>` answers 503 with `Retry-After: 1` the first time it sees a
 token and 200 after; every other path answers 200 with what it received:
@@ -112,6 +114,11 @@ class Server:
             "KEYGATE_ADMIN_LISTEN": "127.0.0.1:0",
             "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "KEYGATE_LOG_FORMAT": "json",
+            # Small, so that a suite's body over it (64 KiB + 1) is written
+            # into the socket before keygate refuses it and closes: with a
+            # body of megabytes the client could still be writing then, and
+            # see the connection reset instead of the 413.
+            "KEYGATE_MAX_BODY_BYTES": str(64 * 1024),
         })
         env.update(extra_env)
         self.log = []

@@ -57,6 +57,8 @@ function request()
 end
 
 function done(summary, latency, requests)
+  -- wrk's --latency table stops at p99; the tail beyond it (microseconds).
+  io.write(string.format("p99.9 %d\n", latency:percentile(99.9)))
   local next_file = os.getenv("NEXT_FILE")
   if next_file == nil then return end
   local furthest = 0

@@ -161,7 +161,7 @@ func TestEachRefusalHasItsCode(t *testing.T) {
 		{unknown, "GET", "/v1/whoami", "", "unknown_key", 401},
 		{revoked, "GET", "/v1/whoami", "", "key_revoked", 401},
 		{narrow, "POST", "/v1/echo", "{}", "forbidden", 403},
-		{main, "POST", "/v1/echo", strings.Repeat("x", 1<<20+1), "body_too_large", 413},
+		{main, "POST", "/v1/echo", strings.Repeat("x", 64<<10+1), "body_too_large", 413},
 	}
 	for _, c := range cases {
 		req, _ := http.NewRequest(c.method, base+c.path, strings.NewReader(c.body))

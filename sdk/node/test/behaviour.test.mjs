@@ -73,7 +73,7 @@ test("each refusal has its code", async () => {
     [key("REVOKED_"), "GET", "/v1/whoami", undefined, "key_revoked", 401],
     [key("NARROW_"), "POST", "/v1/echo", "{}", "forbidden", 403],
     // Over keygate's limit, within the SDK's (which applies to every body here).
-    [{ ...key(), maxBodyBytes: 4 << 20 }, "POST", "/v1/echo", "x".repeat(1024 * 1024 + 1), "body_too_large", 413],
+    [{ ...key(), maxBodyBytes: 4 << 20 }, "POST", "/v1/echo", "x".repeat(64 * 1024 + 1), "body_too_large", 413],
   ];
   for (const [credentials, method, path, body, code, status] of cases) {
     const error = await refusal(await keygateFetch(credentials)(URL_ + path, { method, body }));

@@ -83,7 +83,7 @@ class WithRequests(unittest.TestCase):
             (KeygateAuth("pk_" + "Z" * 24, KEY[1]), "GET", "/v1/whoami", None, "unknown_key", 401),
             (KeygateAuth(env("KEYGATE_REVOKED_KEY_ID"), env("KEYGATE_REVOKED_SECRET")), "GET", "/v1/whoami", None, "key_revoked", 401),
             (KeygateAuth(env("KEYGATE_NARROW_KEY_ID"), env("KEYGATE_NARROW_SECRET")), "POST", "/v1/echo", b"{}", "forbidden", 403),
-            (KeygateAuth(*KEY), "POST", "/v1/echo", b"x" * (1024 * 1024 + 1), "body_too_large", 413),
+            (KeygateAuth(*KEY), "POST", "/v1/echo", b"x" * (64 * 1024 + 1), "body_too_large", 413),
         ]
         for auth, method, path, body, code, status in cases:
             with self.subTest(code):

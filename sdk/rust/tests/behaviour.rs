@@ -179,7 +179,7 @@ async fn each_refusal_has_its_code() {
             &big,
             big.http()
                 .post(url("/v1/echo"))
-                .body("x".repeat((1 << 20) + 1)),
+                .body("x".repeat((64 << 10) + 1)),
             "body_too_large",
             413,
         ),

@@ -204,7 +204,7 @@ public final class SdkTests {
                 new Case(client(KeygateSigner.builder("pk_" + "Z".repeat(24), env("KEYGATE_SECRET"))), get(url + "/v1/whoami"), "unknown_key", 401),
                 new Case(client("REVOKED_"), get(url + "/v1/whoami"), "key_revoked", 401),
                 new Case(client("NARROW_"), post(url + "/v1/echo", "{}"), "forbidden", 403),
-                new Case(client(mainKey().maxBodyBytes(4 << 20)), post(url + "/v1/echo", "x".repeat((1 << 20) + 1)), "body_too_large", 413));
+                new Case(client(mainKey().maxBodyBytes(4 << 20)), post(url + "/v1/echo", "x".repeat((64 << 10) + 1)), "body_too_large", 413));
         for (Case c : cases) {
             KeygateException e = refused(c.client(), c.request());
             check(e.code().equals(c.code()) && e.status() == c.status() && !e.detail().isEmpty(), e);
