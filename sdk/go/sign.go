@@ -73,10 +73,10 @@ func Sign(r Request) Signed {
 	if nonce == "" {
 		nonce = NewNonce()
 	}
-	header := http.Header{}
 	if r.Scheme == RFC9421 {
 		return signRFC9421(r, nonce)
 	}
+	header := http.Header{}
 	text := StringToSign(r.KeyID, r.Timestamp, nonce, r.Method, r.Target, r.Body)
 	header.Set("Authorization", string(KG1)+" KeyId="+r.KeyID+", Timestamp="+
 		strconv.FormatInt(r.Timestamp, 10)+", Nonce="+nonce+", Signature="+hex.EncodeToString(mac(r.Secret, text)))

@@ -31,13 +31,23 @@ fn run(command: &mut Command) -> String {
 }
 
 /// `sdk/testbed.py -- <the suite>`: the suite's environment names a fresh
-/// keygate of this build.
-fn under_testbed(suite: &[&str], dir: &Path) -> Command {
+/// keygate of this build. The suite's own directory and environment are
+/// kept.
+fn under_testbed(suite: &Command) -> Command {
     let mut c = Command::new("python3");
     c.arg(repo().join("sdk/testbed.py"))
         .args(["--keygate", keygate_bin(), "--"])
-        .args(suite)
-        .current_dir(dir);
+        .arg(suite.get_program())
+        .args(suite.get_args());
+    if let Some(dir) = suite.get_current_dir() {
+        c.current_dir(dir);
+    }
+    for (name, value) in suite.get_envs() {
+        match value {
+            Some(value) => c.env(name, value),
+            None => c.env_remove(name),
+        };
+    }
     c
 }
 
@@ -77,16 +87,10 @@ fn python_wheel_in_a_fresh_venv() {
         .arg(&wheel));
     let tests = repo().join("sdk/python/tests");
     let out = run(&mut under_testbed(
-        &[
-            python.to_str().unwrap(),
-            "-m",
-            "unittest",
-            "discover",
-            "-v",
-            "-s",
-            tests.to_str().unwrap(),
-        ],
-        scratch.path(),
+        Command::new(&python)
+            .args(["-m", "unittest", "discover", "-v", "-s"])
+            .arg(&tests)
+            .current_dir(scratch.path()),
     ));
     // The package under test is the installed wheel, not the source tree.
     let imported = run(Command::new(&python)
@@ -157,7 +161,9 @@ fn node_tarball_in_a_scratch_project() {
     run(Command::new("node")
         .args(["node_modules/typescript/bin/tsc", "-p", "."])
         .current_dir(&project));
-    let out = run(&mut under_testbed(&["node", "--test"], &project));
+    let out = run(&mut under_testbed(
+        Command::new("node").arg("--test").current_dir(&project),
+    ));
     assert!(out.contains("# fail 0"), "{out}");
 }
 
@@ -180,13 +186,10 @@ fn go_module_through_a_replace() {
     // The partner's module (sdk/go/behaviour) requires the SDK's module
     // path and replaces it with the repository's copy.
     let partner = repo().join("sdk/go/behaviour");
-    let suite = go(&partner, &["test", "-count=1", "-v", "."]);
-    let mut testbed = under_testbed(&[], &partner);
-    testbed.arg(suite.get_program()).args(suite.get_args());
-    for (name, value) in suite.get_envs() {
-        testbed.env(name, value.unwrap());
-    }
-    let out = run(&mut testbed);
+    let out = run(&mut under_testbed(&go(
+        &partner,
+        &["test", "-count=1", "-v", "."],
+    )));
     assert!(out.contains("ok  \tpartner.example/behaviour"), "{out}");
 }
 
@@ -232,8 +235,9 @@ fn java_jar_on_the_classpath() {
         .args(sources("src/test/java")));
     let classpath = format!("{}:{}", jar.display(), tests.display());
     let out = run(&mut under_testbed(
-        &["java", "-cp", &classpath, "partner.SdkTests"],
-        scratch.path(),
+        Command::new("java")
+            .args(["-cp", &classpath, "partner.SdkTests"])
+            .current_dir(scratch.path()),
     ));
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
@@ -270,15 +274,7 @@ fn rust_crate_through_a_path_dependency() {
             "--manifest-path",
         ])
         .arg(&manifest);
-    let mut testbed = under_testbed(&[], repo());
-    testbed.arg(suite.get_program()).args(suite.get_args());
-    for (name, value) in suite.get_envs() {
-        match value {
-            Some(value) => testbed.env(name, value),
-            None => testbed.env_remove(name),
-        };
-    }
-    let out = run(&mut testbed);
+    let out = run(&mut under_testbed(&suite));
     assert!(
         out.contains("test keygates_own_503_is_retried ... ok"),
         "{out}"

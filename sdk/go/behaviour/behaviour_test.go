@@ -86,7 +86,7 @@ func refusalOf(t *testing.T, resp *http.Response, err error) *keygate.Error {
 func TestSignsGetsPostsAndStreamedBodies(t *testing.T) {
 	base := env(t, "KEYGATE_URL")
 	c, _ := client(t, "")
-	if got := ok(t)(c.Get(base+"/v1/whoami"))["key_id"]; got != env(t, "KEYGATE_KEY_ID") {
+	if got := ok(t)(c.Get(base + "/v1/whoami"))["key_id"]; got != env(t, "KEYGATE_KEY_ID") {
 		t.Fatal(got)
 	}
 	echo := ok(t)(c.Post(base+"/v1/echo", "application/json", strings.NewReader(`{"note":"café ✓"}`)))
@@ -108,9 +108,9 @@ func TestSignsTheQueryExactlyAsSent(t *testing.T) {
 	base := env(t, "KEYGATE_URL")
 	c, _ := client(t, "")
 	query := url.Values{"q": {"a b+c"}, "path": {"x/y%2Fz"}, "city": {"Zoë 東京"}, "k": {"1", "2"}}.Encode()
-	ok(t)(c.Get(base+"/v1/whoami?"+query))
-	ok(t)(c.Get(base+"/v1/whoami?q=a%20b+c&path=a%2Fb&city=Zo%C3%AB&k=1&k=2"))
-	seen := ok(t)(c.Get(base+"/orders/7?q=a%20b+c&path=a%2Fb&k=1&k=2"))
+	ok(t)(c.Get(base + "/v1/whoami?" + query))
+	ok(t)(c.Get(base + "/v1/whoami?q=a%20b+c&path=a%2Fb&city=Zo%C3%AB&k=1&k=2"))
+	seen := ok(t)(c.Get(base + "/orders/7?q=a%20b+c&path=a%2Fb&k=1&k=2"))
 	if seen["target"] != "/orders/7?q=a%20b+c&path=a%2Fb&k=1&k=2" {
 		t.Fatal(seen)
 	}
@@ -132,7 +132,7 @@ func TestABodyOverTheLimitIsRefusedBeforeSending(t *testing.T) {
 
 func TestAWrongSecretShowsBothStringsToSign(t *testing.T) {
 	c, _ := client(t, "", func(tr *keygate.Transport) { tr.Secret = "sk_" + strings.Repeat("A", 43) })
-	refusal := refused(t)(c.Get(env(t, "KEYGATE_URL")+"/v1/whoami?x=1"))
+	refusal := refused(t)(c.Get(env(t, "KEYGATE_URL") + "/v1/whoami?x=1"))
 	if refusal.Code != "signature_mismatch" || refusal.Status != 401 || refusal.RequestID == "" {
 		t.Fatal(refusal)
 	}
@@ -211,13 +211,13 @@ func TestAReusedNonceIsRefused(t *testing.T) {
 func TestSkewIsCorrectedFromServerTimeAndKept(t *testing.T) {
 	shifted := env(t, "KEYGATE_SHIFTED_URL")
 	c, transport := client(t, "")
-	ok(t)(c.Get(shifted+"/v1/whoami"))
+	ok(t)(c.Get(shifted + "/v1/whoami"))
 	if offset := transport.ClockOffset(); math.Abs(offset.Seconds()-600) > 5 {
 		t.Fatal(offset)
 	}
 	ok(t)(c.Post(shifted+"/v1/echo", "text/plain", strings.NewReader("again")))
 	off, _ := client(t, "", func(tr *keygate.Transport) { tr.DisableSkewCorrection = true })
-	refusal := refused(t)(off.Get(shifted+"/v1/whoami"))
+	refusal := refused(t)(off.Get(shifted + "/v1/whoami"))
 	if refusal.Code != "timestamp_out_of_range" || math.Abs(float64(refusal.ServerTime-time.Now().Unix()-600)) > 5 {
 		t.Fatal(refusal)
 	}
@@ -233,7 +233,7 @@ func (c *counting) RoundTrip(req *http.Request) (*http.Response, error) {
 func TestKeygatesOwn503IsRetried(t *testing.T) {
 	count := &counting{}
 	c, _ := client(t, "", func(tr *keygate.Transport) { tr.Base = count })
-	ok(t)(c.Get(env(t, "KEYGATE_LOCKED_URL")+"/v1/whoami"))
+	ok(t)(c.Get(env(t, "KEYGATE_LOCKED_URL") + "/v1/whoami"))
 	if count.n != 2 {
 		t.Fatal(count.n)
 	}
@@ -242,7 +242,7 @@ func TestKeygatesOwn503IsRetried(t *testing.T) {
 func TestAnUpstream503IsRetriedWithAFreshNonceAndAPostOnlyWhenAsked(t *testing.T) {
 	base := env(t, "KEYGATE_URL")
 	c, _ := client(t, "")
-	ok(t)(c.Get(base+"/flaky/"+token()))
+	ok(t)(c.Get(base + "/flaky/" + token()))
 	if refusal := refused(t)(c.Post(base+"/flaky/"+token(), "text/plain", strings.NewReader("1"))); refusal.Code != "unavailable" {
 		t.Fatal(refusal)
 	}
@@ -257,12 +257,12 @@ func TestAnUpstream503IsRetriedWithAFreshNonceAndAPostOnlyWhenAsked(t *testing.T
 func TestARateLimitIsWaitedOut(t *testing.T) {
 	base := env(t, "KEYGATE_URL")
 	c, _ := client(t, "LIMITED_")
-	ok(t)(c.Get(base+"/v1/whoami"))
-	ok(t)(c.Get(base+"/v1/whoami"))
+	ok(t)(c.Get(base + "/v1/whoami"))
+	ok(t)(c.Get(base + "/v1/whoami"))
 	time.Sleep(1200 * time.Millisecond)
 	once, _ := client(t, "LIMITED_", func(tr *keygate.Transport) { tr.Retry = &keygate.NoRetries })
-	ok(t)(once.Get(base+"/v1/whoami"))
-	refusal := refused(t)(once.Get(base+"/v1/whoami"))
+	ok(t)(once.Get(base + "/v1/whoami"))
+	refusal := refused(t)(once.Get(base + "/v1/whoami"))
 	if refusal.Code != "rate_limited" || refusal.RetryAfter < time.Second {
 		t.Fatal(refusal)
 	}
@@ -271,7 +271,7 @@ func TestARateLimitIsWaitedOut(t *testing.T) {
 func TestARotatedKeysOldSecretWorksDuringGrace(t *testing.T) {
 	for _, prefix := range []string{"OLD_", "NEW_"} {
 		c, _ := client(t, prefix)
-		if got := ok(t)(c.Get(env(t, "KEYGATE_URL")+"/v1/whoami"))["key_id"]; got != env(t, "KEYGATE_"+prefix+"KEY_ID") {
+		if got := ok(t)(c.Get(env(t, "KEYGATE_URL") + "/v1/whoami"))["key_id"]; got != env(t, "KEYGATE_"+prefix+"KEY_ID") {
 			t.Fatal(got)
 		}
 	}
@@ -280,12 +280,12 @@ func TestARotatedKeysOldSecretWorksDuringGrace(t *testing.T) {
 func TestRFC9421(t *testing.T) {
 	base := env(t, "KEYGATE_URL")
 	c, _ := client(t, "", func(tr *keygate.Transport) { tr.Scheme = keygate.RFC9421 })
-	ok(t)(c.Get(base+"/v1/whoami?q=a%20b+c&k=1&k=2"))
+	ok(t)(c.Get(base + "/v1/whoami?q=a%20b+c&k=1&k=2"))
 	if got := ok(t)(c.Post(base+"/v1/echo", "text/plain", strings.NewReader("nine four two one")))["body"]; got != "nine four two one" {
 		t.Fatal(got)
 	}
 	wrong, _ := client(t, "", func(tr *keygate.Transport) { tr.Scheme = keygate.RFC9421; tr.Secret = "sk_" + strings.Repeat("A", 43) })
-	refusal := refused(t)(wrong.Get(base+"/v1/whoami"))
+	refusal := refused(t)(wrong.Get(base + "/v1/whoami"))
 	if refusal.Code != "signature_mismatch" || !strings.Contains(refusal.StringToSign, `"@method": GET`) {
 		t.Fatal(refusal)
 	}
@@ -295,7 +295,7 @@ func TestACancelledContextStopsTheWait(t *testing.T) {
 	c, _ := client(t, "LIMITED_")
 	base := env(t, "KEYGATE_URL")
 	time.Sleep(1200 * time.Millisecond)
-	ok(t)(c.Get(base+"/v1/whoami"))
+	ok(t)(c.Get(base + "/v1/whoami"))
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/whoami", nil)

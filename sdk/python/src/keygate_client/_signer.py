@@ -137,18 +137,19 @@ class BodyTooLarge(ValueError):
 
 def read_limited(chunks: Any, limit: int) -> bytes:
     """Buffers a file or an iterable of chunks, at most limit bytes."""
-    out = bytearray()
     if hasattr(chunks, "read"):
-        while True:
-            chunk = chunks.read(64 * 1024)
-            if not chunk:
-                break
-            out += chunk.encode("utf-8") if isinstance(chunk, str) else chunk
-            if len(out) > limit:
-                raise BodyTooLarge(f"the body is over max_body_bytes ({limit}); it must be buffered to be signed")
-        return bytes(out)
+        chunks = _file_chunks(chunks)
+    out = bytearray()
     for chunk in chunks:
         out += chunk.encode("utf-8") if isinstance(chunk, str) else chunk
         if len(out) > limit:
             raise BodyTooLarge(f"the body is over max_body_bytes ({limit}); it must be buffered to be signed")
     return bytes(out)
+
+
+def _file_chunks(file: Any) -> Any:
+    while True:
+        chunk = file.read(64 * 1024)
+        if not chunk:
+            return
+        yield chunk
