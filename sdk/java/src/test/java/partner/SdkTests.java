@@ -273,6 +273,21 @@ public final class SdkTests {
         }
     }
 
+    static void testAConnectionDroppedBeforeTheAnswerIsResentAndStaysExactlyOnce() throws Exception {
+        URI keygate = URI.create(env("KEYGATE_URL"));
+        try (DroppingProxy proxy = new DroppingProxy(keygate, DroppingProxy.Drop.BEFORE_FORWARDING)) {
+            ok(client(""), post(proxy.url() + "/v1/echo", "dropped once, done once"));
+        }
+        try (DroppingProxy proxy = new DroppingProxy(keygate, DroppingProxy.Drop.AFTER_KEYGATE_ANSWERED)) {
+            try {
+                client("").send(post(proxy.url() + "/v1/echo", "done, answer lost"), BodyHandlers.ofString());
+                throw new AssertionError("a lost answer was not reported");
+            } catch (java.io.IOException e) {
+                check(e.getMessage().contains("nonce_reused") && e.getCause() != null, e);
+            }
+        }
+    }
+
     static void testRfc9421() throws Exception {
         String url = env("KEYGATE_URL");
         KeygateClient client = client(mainKey().scheme(Scheme.RFC9421));

@@ -6,6 +6,7 @@ import java.net.http.HttpClient;
 import java.net.http.HttpHeaders;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
+import java.net.http.HttpTimeoutException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.util.List;
@@ -42,12 +43,41 @@ public final class KeygateClient {
         HttpResponse<byte[]> previous = null;
         for (;;) {
             KeygateSigner.SignedRequest signed = signer.sign(request, body);
-            HttpResponse<byte[]> answer = http.send(signed.request(), HttpResponse.BodyHandlers.ofByteArray());
+            HttpResponse<byte[]> answer = sendResendingOnce(signed.request());
             String text = new String(answer.body(), StandardCharsets.UTF_8);
             long wait = signer.nextStepMillis(attempts, request.method(), answer.statusCode(), answer.headers(), text);
             if (wait < 0) return new KeygateResponse<>(answer, handOver(answer, handler), signed.stringToSign(), previous);
             previous = answer;
             Thread.sleep(wait);
+        }
+    }
+
+    /**
+     * Sends a signed request, and sends it again, byte for byte, if the
+     * connection fails before an answer. A server may close an idle
+     * keep-alive connection at any moment (RFC 9112, section 9.3.1), and
+     * java.net.http then throws ("header parser received no bytes") instead
+     * of resending. The resend carries the same nonce, so keygate accepts
+     * at most one of the two, whatever the method: if the first did get
+     * through, the resend is refused with {@code nonce_reused} and this
+     * throws, saying the request was accepted but its answer lost.
+     */
+    private HttpResponse<byte[]> sendResendingOnce(HttpRequest signed) throws IOException, InterruptedException {
+        try {
+            return http.send(signed, HttpResponse.BodyHandlers.ofByteArray());
+        } catch (HttpTimeoutException e) {
+            throw e; // the caller's own limit: spent, not a dropped connection
+        } catch (IOException dropped) {
+            HttpResponse<byte[]> again = http.send(signed, HttpResponse.BodyHandlers.ofByteArray());
+            boolean firstGotThrough = KeygateException.parse(again.statusCode(), again.headers(),
+                    new String(again.body(), StandardCharsets.UTF_8), null)
+                    .map(refusal -> "nonce_reused".equals(refusal.code()))
+                    .orElse(false);
+            if (firstGotThrough) {
+                throw new IOException("the connection closed before the answer; keygate had accepted the request"
+                        + " (its resend was refused as nonce_reused), so that answer is lost", dropped);
+            }
+            return again;
         }
     }
 
