@@ -12,8 +12,8 @@ set -euo pipefail
 per_thread=${PAIRS_PER_THREAD:-1900000}
 source "$(dirname "$0")/servers.sh"
 start_server durable "$per_thread"
-# Long enough to use up every header at ~55k signed req/s.
-seconds=$((2 * per_thread / 55000 + 5))
+# Long enough to use up every header at ~45k signed req/s.
+seconds=$((2 * per_thread / 45000 + 5))
 echo "sending $((2 * per_thread)) signed requests with fresh nonces, then replays, for ${seconds}s"
 AUTH_FILE=$work/durable/auth TARGET=/v1/whoami wrk -t2 -c64 -d${seconds}s -s "$here/replay.lua" "http://127.0.0.1:${port[durable]}" |
   grep -E "requests in|Non-2xx"
