@@ -54,6 +54,40 @@ impl utoipa::PartialSchema for ErrorCode {
 
 impl ToSchema for ErrorCode {}
 
+/// What a signed request can be refused with, shared by every signed
+/// route: one list, so the routes cannot disagree.
+pub struct SignedRequestRefusals;
+
+impl utoipa::IntoResponses for SignedRequestRefusals {
+    fn responses() -> std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+    > {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        [
+            (400, "A path servers read differently (ambiguous_path), a target that is not a path (malformed_request), an unreadable body (unreadable_body)"),
+            (401, "No valid signature: missing_authorization, malformed_authorization, unknown_key, key_revoked, key_expired, timestamp_out_of_range, nonce_reused, signature_mismatch, content_digest_mismatch"),
+            (403, "Outside the access policy: forbidden, forbidden_source"),
+            (408, "The body did not arrive in time (body_timeout)"),
+            (413, "The body is over the limit (body_too_large)"),
+            (429, "Over the rate limit (rate_limited); see Retry-After"),
+            (503, "The nonce could not be recorded, or this instance's clock is off (unavailable); see Retry-After"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", body)
+                .build();
+            (status.to_string(), response.into())
+        })
+        .collect()
+    }
+}
+
 /// The admin token (`Authorization: Bearer ...`) and a partner's KG1
 /// signature (`Authorization: KG1-HMAC-SHA256 ...`).
 struct Credentials;

@@ -60,13 +60,7 @@ struct WhoAmI<'a> {
     security(("kg1" = [])),
     responses(
         (status = 200, description = "Who the signature says you are", body = WhoAmI),
-        (status = 400, description = "A path servers read differently (ambiguous_path), a target that is not a path (malformed_request), an unreadable body (unreadable_body)", body = crate::http::openapi::ErrorBody),
-        (status = 401, description = "No valid signature: missing_authorization, malformed_authorization, unknown_key, key_revoked, key_expired, timestamp_out_of_range, nonce_reused, signature_mismatch, content_digest_mismatch", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Outside the access policy: forbidden, forbidden_source", body = crate::http::openapi::ErrorBody),
-        (status = 408, description = "The body did not arrive in time (body_timeout)", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body is over the limit (body_too_large)", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "Over the rate limit (rate_limited); see Retry-After", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "The nonce could not be recorded, or this instance's clock is off (unavailable); see Retry-After", body = crate::http::openapi::ErrorBody),
+        crate::http::openapi::SignedRequestRefusals,
     )
 )]
 pub(super) async fn whoami(signed: SignedRequest) -> HttpResponse {
@@ -88,13 +82,7 @@ pub(super) async fn whoami(signed: SignedRequest) -> HttpResponse {
     security(("kg1" = [])),
     responses(
         (status = 200, description = "Your identity and the body: `body` when it is UTF-8, else `body_base64`", body = Echo),
-        (status = 400, description = "A path servers read differently (ambiguous_path), a target that is not a path (malformed_request), an unreadable body (unreadable_body)", body = crate::http::openapi::ErrorBody),
-        (status = 401, description = "No valid signature: missing_authorization, malformed_authorization, unknown_key, key_revoked, key_expired, timestamp_out_of_range, nonce_reused, signature_mismatch, content_digest_mismatch", body = crate::http::openapi::ErrorBody),
-        (status = 403, description = "Outside the access policy: forbidden, forbidden_source", body = crate::http::openapi::ErrorBody),
-        (status = 408, description = "The body did not arrive in time (body_timeout)", body = crate::http::openapi::ErrorBody),
-        (status = 413, description = "The body is over the limit (body_too_large)", body = crate::http::openapi::ErrorBody),
-        (status = 429, description = "Over the rate limit (rate_limited); see Retry-After", body = crate::http::openapi::ErrorBody),
-        (status = 503, description = "The nonce could not be recorded, or this instance's clock is off (unavailable); see Retry-After", body = crate::http::openapi::ErrorBody),
+        crate::http::openapi::SignedRequestRefusals,
     )
 )]
 pub(super) async fn echo(signed: SignedRequest) -> HttpResponse {
