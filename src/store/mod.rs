@@ -18,6 +18,7 @@ mod company_wait;
 mod database;
 mod database_clock;
 mod error;
+mod fingerprint_table;
 mod key_cache;
 pub(crate) mod migrations;
 mod nonce_window;
@@ -225,7 +226,7 @@ impl Store {
             .backend()
             .signed_not_before()
             .map_err(|e| e.to_string())?;
-        let seen = Arc::new(SeenNonces::new());
+        let seen = Arc::new(SeenNonces::new(skew_secs, clock.now()));
         let ledgers: Vec<Box<dyn NonceLedger>> = match &config.database {
             Database::Sqlite(path) => vec![Box::new(sqlite::open_ledger(
                 path,

@@ -6,11 +6,12 @@
 //! index decides and this set only answers early.
 
 use std::collections::hash_map::RandomState;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use nohash_hasher::IntSet;
+use super::fingerprint_table::{FingerprintTable, EXPIRED_TAG_REACH};
 
 /// Hashes a (key_id, nonce) pair with SipHash under a random per-process
 /// key. The requests (checking for replays) and the writer (recording)
@@ -24,50 +25,79 @@ impl PairHasher {
     }
 }
 
-/// The pairs in the window, as keyed 64-bit hashes (SipHash with a random
-/// per-process key), indexed by expiry for purging. A hash collision can
-/// only make a fresh pair look used (a spurious `nonce_reused`, odds about
-/// window_size / 2^64 per request), never let a used one through.
+/// The pairs in the window, as keyed 64-bit fingerprints (SipHash with a
+/// random per-process key), in tables that also know when each expires
+/// ([`FingerprintTable`]: about 11 bytes a pair).
 ///
-/// Split into shards, each behind its own lock, for two reasons:
-/// - a hash table doubles by building the new table beside the old one. In
-///   one piece, the whole set's two copies were alive at once: 38 MB of a
-///   152.7 MB peak with 3.78 M pairs (BENCHMARKS.md). A shard doubles
-///   alone, so only a sixteenth of it is ever copied at a time;
-/// - the requests' replay check and the writer's inserts rarely wait for
-///   one another.
+/// A fingerprint collision can only make a fresh pair look used (a spurious
+/// `nonce_reused`), never let a used one through. A fresh pair is refused
+/// only if one of the window's pairs has its exact 64-bit fingerprint:
+/// odds of at most the window's size over 2^64 a request, 2.1e-13 with
+/// 3.8 M pairs. The key is random per process, so nobody can aim for one.
+///
+/// Expiry is kept in buckets of `bucket_secs` (a hundredth of the longest
+/// a pair can be ahead, so a one-byte tag covers the window): a pair is
+/// kept until its bucket has passed, at most one bucket longer than the
+/// contract's minimum, never shorter. A pair whose expiry lies outside
+/// what a tag can say (a clock stepped back, another instance's longer
+/// skew, a skew changed between restarts) goes to a small exact map.
+///
+/// Split into shards, each behind its own lock, so that the requests'
+/// replay checks and the writer's inserts rarely wait for one another, and
+/// so that a table grows a sixty-fourth of the window at a time.
 pub struct SeenNonces {
     pub hasher: PairHasher,
     shards: [Mutex<Shard>; SHARDS],
+    bucket_secs: i64,
+    /// The latest time the window was purged at (at first, when it was
+    /// created). Tags are read against it, so they are never read against
+    /// a clock that stepped back.
+    latest_now: AtomicI64,
 }
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
+/// How far ahead of the latest purge, and how far behind, a pair's bucket
+/// may be and still go into a table (the tag's reach is 127 ahead and
+/// [`EXPIRED_TAG_REACH`] behind; the rest is margin for the clock).
+const MOST_BUCKETS_AHEAD: i64 = 100;
+const MOST_BUCKETS_BEHIND: i64 = EXPIRED_TAG_REACH / 2;
 
-#[derive(Default)]
 struct Shard {
-    set: IntSet<u64>,
-    by_expiry: BTreeMap<i64, Vec<u64>>,
-}
-
-impl Default for SeenNonces {
-    fn default() -> Self {
-        Self::new()
-    }
+    table: FingerprintTable,
+    /// Pairs whose expiry a tag cannot say, with their exact expiry.
+    /// Usually empty.
+    outside_tags: HashMap<u64, i64>,
 }
 
 impl SeenNonces {
-    pub fn new() -> Self {
+    /// `skew_secs`: the server's allowed clock skew (a pair expires at most
+    /// 2 × skew + 1 seconds after it is accepted); `now`: the time the
+    /// window starts at.
+    pub fn new(skew_secs: u32, now: i64) -> Self {
+        let longest_ahead = 2 * i64::from(skew_secs) + 1;
         SeenNonces {
             hasher: PairHasher(RandomState::new()),
-            shards: std::array::from_fn(|_| Mutex::default()),
+            shards: std::array::from_fn(|number| {
+                Mutex::new(Shard {
+                    // 860 to 920 thousandths: see `FingerprintTable`.
+                    table: FingerprintTable::new(860 + number * 60 / (SHARDS - 1)),
+                    outside_tags: HashMap::new(),
+                })
+            }),
+            bucket_secs: (longest_ahead + MOST_BUCKETS_AHEAD - 3) / (MOST_BUCKETS_AHEAD - 2),
+            latest_now: AtomicI64::new(now),
         }
     }
 
-    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
-        // Bits no table index uses: the low bits pick a bucket and the top
-        // seven are hashbrown's tag within a group, so a shard must not fix
-        // either (the set hashes a pair's hash by itself, see `IntSet`).
-        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    fn shard(&self, fingerprint: u64) -> MutexGuard<'_, Shard> {
+        // The low bits: a table's home slot comes from the high ones.
+        lock(&self.shards[fingerprint as usize % SHARDS])
+    }
+
+    /// The bucket whose passing lets the pair go: the first one that
+    /// starts after `expires_at`.
+    fn bucket(&self, expires_at: i64) -> i64 {
+        expires_at.div_euclid(self.bucket_secs) + 1
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,30 +106,79 @@ impl SeenNonces {
 
     /// Pairs across every shard, each counted under its own lock.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).set.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                let shard = lock(s);
+                shard.table.len() + shard.outside_tags.len()
+            })
+            .sum()
     }
 
     pub fn contains(&self, hash: u64) -> bool {
-        self.shard(hash).set.contains(&hash)
+        let fingerprint = fingerprint(hash);
+        let shard = self.shard(fingerprint);
+        shard.table.contains(fingerprint)
+            || (!shard.outside_tags.is_empty() && shard.outside_tags.contains_key(&fingerprint))
     }
 
     /// False when the pair is already in the window.
     pub fn insert(&self, hash: u64, expires_at: i64) -> bool {
-        self.shard(hash).insert(hash, expires_at)
+        let fingerprint = fingerprint(hash);
+        let bucket = self.bucket(expires_at);
+        let latest = self
+            .latest_now
+            .load(Ordering::Relaxed)
+            .div_euclid(self.bucket_secs);
+        let mut shard = self.shard(fingerprint);
+        if shard.outside_tags.contains_key(&fingerprint) {
+            return false;
+        }
+        if (-MOST_BUCKETS_BEHIND..=MOST_BUCKETS_AHEAD).contains(&(bucket - latest)) {
+            shard.table.insert(fingerprint, bucket)
+        } else if shard.table.contains(fingerprint) {
+            false
+        } else {
+            shard.outside_tags.insert(fingerprint, expires_at);
+            true
+        }
     }
 
     /// Undoes `insert` for a transaction that did not commit.
-    pub fn forget(&self, hash: u64, expires_at: i64) {
-        self.shard(hash).forget(hash, expires_at);
-    }
-
-    /// One shard at a time, so a request waits at most for one shard's
-    /// purge.
-    pub fn purge(&self, now: i64) {
-        for shard in &self.shards {
-            lock(shard).purge(now);
+    pub fn forget(&self, hash: u64) {
+        let fingerprint = fingerprint(hash);
+        let mut shard = self.shard(fingerprint);
+        if !shard.table.remove(fingerprint) {
+            shard.outside_tags.remove(&fingerprint);
         }
     }
+
+    /// Drops the pairs expired by `now`, one shard at a time, so a request
+    /// waits at most for one shard's sweep.
+    pub fn purge(&self, now: i64) {
+        let latest = self.latest_now.fetch_max(now, Ordering::Relaxed).max(now);
+        // A clock stepped back: tags are not read against it (some could
+        // look expired that are not); the exact map is safe with any time.
+        let read_tags = now >= latest - self.bucket_secs;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            if read_tags {
+                shard.table.sweep(now.div_euclid(self.bucket_secs));
+            }
+            if !shard.outside_tags.is_empty() {
+                shard
+                    .outside_tags
+                    .retain(|_, expires_at| *expires_at >= now);
+            }
+        }
+    }
+}
+
+/// A table's fingerprint for a pair's hash: 0 marks an empty slot, so it
+/// is stored as 1 (which makes those two hashes collide; the odds above
+/// do not move).
+fn fingerprint(hash: u64) -> u64 {
+    hash.max(1)
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -110,45 +189,18 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-impl Shard {
-    fn insert(&mut self, hash: u64, expires_at: i64) -> bool {
-        if !self.set.insert(hash) {
-            return false;
-        }
-        self.by_expiry.entry(expires_at).or_default().push(hash);
-        true
-    }
-
-    fn forget(&mut self, hash: u64, expires_at: i64) {
-        self.set.remove(&hash);
-        if let Some(bucket) = self.by_expiry.get_mut(&expires_at) {
-            bucket.retain(|h| *h != hash);
-        }
-    }
-
-    fn purge(&mut self, now: i64) {
-        while let Some(entry) = self.by_expiry.first_entry() {
-            if *entry.key() >= now {
-                break;
-            }
-            for hash in entry.remove() {
-                self.set.remove(&hash);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Against a plain model: inserts, replays, rollbacks and purges give
     /// the same answers however the pairs fall into shards, and every shard
-    /// gets its share.
+    /// gets its share. A 10 s skew makes buckets one second long, so the
+    /// purge is exact.
     #[test]
     fn the_sharded_set_behaves_like_one_set() {
-        use std::collections::HashMap;
-        let seen = SeenNonces::new();
+        let seen = SeenNonces::new(10, 0);
+        assert_eq!(seen.bucket_secs, 1);
         let mut model: HashMap<u64, i64> = HashMap::new();
         for i in 0..20_000u32 {
             let hash = seen.hasher.hash("pk_a", &i.to_string());
@@ -160,12 +212,12 @@ mod tests {
             assert!(!seen.insert(hash, expires_at + 1), "a replay is refused");
         }
         for shard in &seen.shards {
-            let len = lock(shard).set.len();
-            assert!((1000..1500).contains(&len), "a shard holds {len} of 20000");
+            let len = lock(shard).table.len();
+            assert!((200..450).contains(&len), "a shard holds {len} of 20000");
         }
-        let forgotten: Vec<_> = model.iter().take(100).map(|(h, e)| (*h, *e)).collect();
-        for (hash, expires_at) in &forgotten {
-            seen.forget(*hash, *expires_at);
+        let forgotten: Vec<_> = model.keys().take(100).copied().collect();
+        for hash in &forgotten {
+            seen.forget(*hash);
             model.remove(hash);
         }
         seen.purge(25);
@@ -175,5 +227,82 @@ mod tests {
             assert_eq!(seen.contains(hash), model.contains_key(&hash), "pair {i}");
         }
         assert_eq!(seen.len(), model.len());
+    }
+
+    /// At the default skew a bucket is 7 s: a pair stays at least until its
+    /// expiry and is gone within a bucket after it.
+    #[test]
+    fn a_pair_is_kept_until_its_expiry_and_at_most_a_bucket_longer() {
+        let start = 1_700_000_000;
+        let seen = SeenNonces::new(300, start);
+        assert_eq!(seen.bucket_secs, 7);
+        let expiries: Vec<i64> = (0..=601).map(|ahead| start + ahead).collect();
+        for expires_at in &expiries {
+            assert!(seen.insert(*expires_at as u64 * 7919, *expires_at));
+        }
+        for now in (start..start + 620).step_by(3) {
+            seen.purge(now);
+            for expires_at in &expiries {
+                let kept = seen.contains(*expires_at as u64 * 7919);
+                if *expires_at >= now {
+                    assert!(kept, "{expires_at} dropped at {now}");
+                } else if *expires_at < now - seen.bucket_secs {
+                    assert!(!kept, "{expires_at} kept at {now}");
+                }
+            }
+        }
+    }
+
+    /// Expiries a tag cannot say, far ahead or behind: kept exactly, and
+    /// still one window with the tagged pairs (a pair is in one or the other).
+    #[test]
+    fn pairs_outside_the_tags_reach_are_kept_exactly() {
+        let now = 1_700_000_000;
+        let seen = SeenNonces::new(300, now);
+        let far_ahead = now + 86_400;
+        assert!(seen.insert(1, far_ahead));
+        assert!(seen.insert(2, now - 86_400));
+        assert!(seen.insert(3, now + 60));
+        assert!(!seen.insert(1, now + 60), "a replay, whatever its expiry");
+        assert!(!seen.insert(3, far_ahead), "a replay, whatever its expiry");
+        assert_eq!(seen.len(), 3);
+        seen.purge(now + 1);
+        assert!(seen.contains(1) && !seen.contains(2) && seen.contains(3));
+        seen.forget(1);
+        assert!(!seen.contains(1));
+        assert!(seen.insert(4, far_ahead));
+        seen.purge(far_ahead);
+        assert!(seen.contains(4) && !seen.contains(3));
+        seen.purge(far_ahead + 1);
+        assert!(seen.is_empty());
+    }
+
+    /// A clock stepped back an hour: nothing is dropped early, neither the
+    /// pairs from before the step nor those accepted after it.
+    #[test]
+    fn a_clock_stepped_back_drops_nothing_early() {
+        let now = 1_700_000_000;
+        let seen = SeenNonces::new(300, now);
+        let hash = |n: i64| (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for ahead in 0..=601 {
+            seen.insert(hash(now + ahead), now + ahead);
+        }
+        let back = now - 3600;
+        for ahead in 0..=601 {
+            seen.insert(hash(back + ahead), back + ahead);
+        }
+        for tick in 0..700 {
+            seen.purge(back + tick);
+            for ahead in tick..=601 {
+                assert!(seen.contains(hash(back + ahead)), "{ahead} at {tick}");
+                assert!(seen.contains(hash(now + ahead)), "{ahead} at {tick}");
+            }
+        }
+        // Once the clock is back where it was, purges every few seconds
+        // (as the writer's, every 200 ms) empty the window.
+        for tick in (0..700).step_by(5) {
+            seen.purge(now + tick);
+        }
+        assert!(seen.is_empty(), "{} left", seen.len());
     }
 }

@@ -69,7 +69,7 @@ impl SqliteLedger {
         &mut self,
         pairs: &[PairToRecord],
         now: i64,
-        added: &mut Vec<(u64, i64)>,
+        added: &mut Vec<u64>,
     ) -> rusqlite::Result<Vec<PairOutcome>> {
         let tx = WriteTransaction::begin(&self.conn)?;
         catch_up_on(&tx, &self.seen, &mut self.last_seen_id, now)?;
@@ -95,7 +95,7 @@ impl SqliteLedger {
                 let outcome = PairOutcome::refused_by_key(key_states[&*pair.key_id], pair)
                     .unwrap_or_else(|| {
                         if self.seen.insert(pair.hash, pair.expires_at) {
-                            added.push((pair.hash, pair.expires_at));
+                            added.push(pair.hash);
                             encode_entry(&mut entries, &pair.key_id, &pair.nonce, pair.expires_at);
                             latest_expiry = latest_expiry.max(pair.expires_at);
                             PairOutcome::Recorded
@@ -159,8 +159,8 @@ impl NonceLedger for SqliteLedger {
             let result = self.record_once(pairs, now, &mut added);
             if result.is_err() {
                 // Nothing was committed: the set must not remember it.
-                for (hash, expires_at) in added {
-                    self.seen.forget(hash, expires_at);
+                for hash in added {
+                    self.seen.forget(hash);
                 }
             }
             result
@@ -363,7 +363,7 @@ mod tests {
                  VALUES ('pk_a', 'app', x'00', x'00', 0);",
         )
         .unwrap();
-        SqliteLedger::new(conn, Arc::new(SeenNonces::new()), now())
+        SqliteLedger::new(conn, Arc::new(SeenNonces::new(300, now())), now())
     }
 
     fn record(ledger: &mut SqliteLedger, nonces: &[&str], expires_at: i64) -> Vec<PairOutcome> {
@@ -391,7 +391,7 @@ mod tests {
         let mut ours = ledger_on(&path);
         let mut theirs = SqliteLedger::new(
             Connection::open(&path).unwrap(),
-            Arc::new(SeenNonces::new()),
+            Arc::new(SeenNonces::new(300, now())),
             now(),
         );
         let soon = now() + 60;
