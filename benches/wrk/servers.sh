@@ -37,8 +37,8 @@ export KEYGATE_LOG=warn
 
 # start_server MODE HEADERS: a server in $work/MODE, its pid and port in
 # ${pid[MODE]} and ${port[MODE]}, and HEADERS pre-signed Authorization
-# headers for GET /v1/whoami in each of $work/MODE/auth.1 and auth.2 (one
-# file per wrk thread, see replay.lua).
+# headers for GET $SIGNED_TARGET (default /v1/whoami) in each of
+# $work/MODE/auth.1 and auth.2 (one file per wrk thread, see replay.lua).
 start_server() {
   local mode=$1 dir=$work/$1 p key key_id secret first
   mkdir -p "$dir"
@@ -51,7 +51,7 @@ start_server() {
   key=$("$bin" key create "$("$bin" app create wrk-load --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["app_id"])')" --json)
   key_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key_id"])' "$key")
   secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["secret"])' "$key")
-  python3 "$here/presign.py" "$key_id" "$secret" "$2" /v1/whoami "$dir/auth.1" & first=$!
-  python3 "$here/presign.py" "$key_id" "$secret" "$2" /v1/whoami "$dir/auth.2"
+  python3 "$here/presign.py" "$key_id" "$secret" "$2" "${SIGNED_TARGET:-/v1/whoami}" "$dir/auth.1" & first=$!
+  python3 "$here/presign.py" "$key_id" "$secret" "$2" "${SIGNED_TARGET:-/v1/whoami}" "$dir/auth.2"
   wait $first
 }

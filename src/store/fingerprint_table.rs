@@ -5,8 +5,8 @@
 //! 3.8 M pairs that took 122 MB of peak RSS, about 32 bytes a pair (the
 //! set's control bytes and empty half after a doubling, and the index's
 //! own copy of every hash). Here a pair costs 9 bytes a slot (fingerprint
-//! and tag), and the table grows by a quarter at a time, staying 75–92%
-//! full: 10 to 12 bytes a pair. The tag says which expiry bucket the pair
+//! and tag), and the table grows by a sixth to a fifth at a time, staying
+//! 75–92% full: 10 to 12 bytes a pair. The tag says which expiry bucket the pair
 //! belongs to, so no index is needed: a sweep drops every pair whose
 //! bucket has passed.
 //!
