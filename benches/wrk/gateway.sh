@@ -9,6 +9,7 @@
 #   benches/wrk/gateway.sh                            # 64 connections, 3 rounds of 5 s
 #   CONNECTION_LIST="16 64" ROUNDS=5 benches/wrk/gateway.sh
 #   NGINX_KEEPALIVE=1 benches/wrk/gateway.sh          # nginx keeping upstream connections open
+#   NONCE_MODES=memory-only benches/wrk/gateway.sh    # the decomposition build: what the commit costs
 #
 # The proxying nginx runs as many workers as there are cores, like
 # keygate. `proxy_pass` alone (the default) opens a connection to the
@@ -30,6 +31,8 @@ proxy_port=$((upstream_port + 2))
 export KEYGATE_UPSTREAM=http://127.0.0.1:$upstream_port
 export SIGNED_TARGET=/v1/orders
 source "$(dirname "$0")/servers.sh"
+mode=$modes
+[ "$(echo "$mode" | wc -w)" = 1 ] || { echo "NONCE_MODES: one mode at a time here" >&2; exit 1; }
 
 # start_nginx NAME WORKERS SERVER_BLOCK: nginx in the foreground in
 # $work/NAME, its pid in ${pid[NAME]}.
@@ -65,7 +68,7 @@ if [ "${NGINX_KEEPALIVE:-0}" = 1 ]; then
 else
   start_nginx proxy "$(nproc)" "server { listen 127.0.0.1:$proxy_port; location / { proxy_pass http://127.0.0.1:$upstream_port; } }"
 fi
-start_server durable "$per_thread"
+start_server "$mode" "$per_thread"
 for p in $upstream_port $proxy_port; do
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/v1/orders" >/dev/null 2>&1 && break; sleep 0.1; done
 done
@@ -78,7 +81,7 @@ declare -A requests samples
 next_nonce=0
 phase() { # side port connections
   local side=$1 c=$3 out key
-  out=$(START=$next_nonce NEXT_FILE=$work/next AUTH_FILE=$work/durable/auth TARGET=/v1/orders \
+  out=$(START=$next_nonce NEXT_FILE=$work/next AUTH_FILE=$work/$mode/auth TARGET=/v1/orders \
     wrk -t2 -c"$c" -d"${duration}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2")
   [ "$side" = gateway ] && next_nonce=$(cat "$work/next")
   if echo "$out" | grep -q Non-2xx; then
@@ -94,11 +97,11 @@ phase() { # side port connections
     "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" "${samples[$key/p50]##* }" "${samples[$key/p99]##* }"
 }
 
-echo "nginx $("$nginx_bin" -v 2>&1 | cut -d/ -f2) proxy_pass$([ "${NGINX_KEEPALIVE:-0}" = 1 ] && echo ' with keepalive') against keygate gateway mode; durability=$KEYGATE_DURABILITY; rounds=$rounds of ${duration}s, wrk -t2; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
+echo "nginx $("$nginx_bin" -v 2>&1 | cut -d/ -f2) proxy_pass$([ "${NGINX_KEEPALIVE:-0}" = 1 ] && echo ' with keepalive') against keygate gateway mode ($mode); durability=$KEYGATE_DURABILITY; rounds=$rounds of ${duration}s, wrk -t2; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 for round in $(seq "$rounds"); do
   for c in $connection_list; do
     phase nginx "$proxy_port" "$c"
-    phase gateway "${port[durable]}" "$c"
+    phase gateway "${port[$mode]}" "$c"
   done
 done
 echo
