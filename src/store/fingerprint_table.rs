@@ -6,9 +6,9 @@
 //! set's control bytes and empty half after a doubling, and the index's
 //! own copy of every hash). Here a pair costs 9 bytes a slot (fingerprint
 //! and tag), and the table grows by a sixth to a fifth at a time, staying
-//! 75–92% full: 10 to 12 bytes a pair. The tag says which expiry bucket the pair
-//! belongs to, so no index is needed: a sweep drops every pair whose
-//! bucket has passed.
+//! 75–92% full: 10 to 12 bytes a pair. The tag says which expiry bucket
+//! the pair belongs to, so no index is needed: a sweep drops every pair
+//! whose bucket has passed.
 //!
 //! Robin Hood probing (Celis, 1986), with each fingerprint's home slot
 //! derived from its own high bits: a pair that is not in the table (every
@@ -40,9 +40,12 @@ pub(super) struct FingerprintTable {
     /// they do not all grow at the same moment and leave every table at
     /// its emptiest together.
     max_load_permille: usize,
-    /// The earliest bucket any entry belongs to (i64::MAX when empty): a
-    /// sweep with nothing expired returns at once.
-    earliest_bucket: i64,
+    /// Entries per tag: a sweep knows which tags have expired entries and
+    /// how many, so it skips a table with none and stops once it has
+    /// found them all, reading only the tags on its way (a ninth of the
+    /// table's bytes). Scanning every slot instead took 9 ms of the
+    /// writer's time at 3.8 M pairs at each bucket's end.
+    per_tag: Box<[u32; 256]>,
 }
 
 impl FingerprintTable {
@@ -53,7 +56,7 @@ impl FingerprintTable {
             tags: vec![0; MIN_SLOTS].into_boxed_slice(),
             len: 0,
             max_load_permille,
-            earliest_bucket: i64::MAX,
+            per_tag: Box::new([0; 256]),
         }
     }
 
@@ -79,6 +82,16 @@ impl FingerprintTable {
             at - home
         } else {
             at + self.fingerprints.len() - home
+        }
+    }
+
+    /// The slot `steps` after `from`, going forward around the table.
+    fn slot_after(&self, from: usize, steps: usize) -> usize {
+        let slots = self.fingerprints.len();
+        if from + steps >= slots {
+            from + steps - slots
+        } else {
+            from + steps
         }
     }
 
@@ -124,7 +137,7 @@ impl FingerprintTable {
         }
         self.place(fingerprint, bucket as u8);
         self.len += 1;
-        self.earliest_bucket = self.earliest_bucket.min(bucket);
+        self.per_tag[usize::from(bucket as u8)] += 1;
         true
     }
 
@@ -167,6 +180,7 @@ impl FingerprintTable {
     /// to the first that is home already: no tombstones, so probe lengths
     /// never grow with deletions.
     fn remove_at(&mut self, mut at: usize) {
+        self.per_tag[usize::from(self.tags[at])] -= 1;
         loop {
             let next = self.next(at);
             let here = self.fingerprints[next];
@@ -186,35 +200,75 @@ impl FingerprintTable {
     /// the module comment for how a tag is read), then shrinks a table
     /// left mostly empty.
     pub(super) fn sweep(&mut self, current_bucket: i64) {
-        if self.earliest_bucket > current_bucket {
+        let current_tag = current_bucket as u8;
+        let expired = |tag: u8| {
+            (-EXPIRED_TAG_REACH..=0).contains(&i64::from(tag.wrapping_sub(current_tag) as i8))
+        };
+        let mut left_to_drop: usize = (0..=255u8)
+            .filter(|tag| expired(*tag))
+            .map(|tag| self.per_tag[usize::from(tag)] as usize)
+            .sum();
+        if left_to_drop == 0 {
             return;
         }
-        let slots = self.fingerprints.len();
-        // Start just after an empty slot (there is always one: the table is
-        // never full), so that no cluster is cut in two: the shifts below
-        // only ever pull entries from slots not yet looked at.
+        // One pass, starting just after an empty slot (there is always one:
+        // the table is never full) so that no cluster is cut in two:
+        // expired entries are emptied, and each kept entry moves back to
+        // the first free slot at or after its home. Entries keep their
+        // order, so Robin Hood order holds, and no gap is left between an
+        // entry and its home.
         let Some(empty) = self.fingerprints.iter().position(|f| *f == EMPTY) else {
             unreachable!("a table is never full");
         };
-        let current_tag = current_bucket as u8;
-        let mut earliest = i64::MAX;
-        let mut at = self.next(empty);
-        let mut looked_at = 0;
-        while looked_at < slots {
-            if self.fingerprints[at] != EMPTY {
-                let ahead = i64::from(self.tags[at].wrapping_sub(current_tag) as i8);
-                if (-EXPIRED_TAG_REACH..=0).contains(&ahead) {
-                    // Another entry may shift into `at`: look at it again.
-                    self.remove_at(at);
-                    continue;
+        let slots = self.fingerprints.len();
+        let start = self.next(empty);
+        // Positions count from `start`, so that they only grow; `at` is the
+        // slot at `position`.
+        let position_of = |slot: usize| {
+            if slot >= start {
+                slot - start
+            } else {
+                slot + slots - start
+            }
+        };
+        let mut at = start;
+        let mut free_from = 0;
+        for position in 0..slots {
+            let fingerprint = self.fingerprints[at];
+            if fingerprint == EMPTY {
+                if left_to_drop == 0 {
+                    // A cluster's end, with nothing left to drop.
+                    break;
                 }
-                let ahead = if ahead < 0 { ahead + 256 } else { ahead };
-                earliest = earliest.min(current_bucket + ahead);
+                free_from = position + 1;
+            } else if left_to_drop > 0 && expired(self.tags[at]) {
+                self.per_tag[usize::from(self.tags[at])] -= 1;
+                self.fingerprints[at] = EMPTY;
+                self.tags[at] = 0;
+                self.len -= 1;
+                left_to_drop -= 1;
+            } else if free_from < position {
+                // A slot before this entry was freed: move back, but never
+                // before its home.
+                let target = position_of(self.home(fingerprint)).max(free_from);
+                if target < position {
+                    let to = self.slot_after(start, target);
+                    self.fingerprints[to] = fingerprint;
+                    self.tags[to] = self.tags[at];
+                    self.fingerprints[at] = EMPTY;
+                    self.tags[at] = 0;
+                }
+                free_from = target + 1;
+            } else {
+                free_from = position + 1;
+                if left_to_drop == 0 {
+                    // Nothing left to drop and nothing to move back.
+                    break;
+                }
             }
             at = self.next(at);
-            looked_at += 1;
         }
-        self.earliest_bucket = earliest;
+        debug_assert_eq!(left_to_drop, 0);
         if self.len * 1000 < slots * TARGET_LOAD_PERMILLE / 3 && slots > MIN_SLOTS {
             self.resize(self.len);
         }
@@ -260,6 +314,13 @@ impl FingerprintTable {
             }
         }
         assert_eq!(count, self.len);
+        let mut per_tag = [0u32; 256];
+        for (fingerprint, tag) in self.fingerprints.iter().zip(self.tags.iter()) {
+            if *fingerprint != EMPTY {
+                per_tag[usize::from(*tag)] += 1;
+            }
+        }
+        assert_eq!(per_tag, *self.per_tag);
     }
 }
 
