@@ -77,12 +77,23 @@ us() { # wrk's "123.45us" / "1.23ms" / "2.00s" -> microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/ && v !~ /us$/) n *= 1000000; printf "%.0f", n }'
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-declare -A requests samples
+# CPU ticks of a process and its children (nginx's workers).
+ticks_of() {
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+declare -A requests samples ticks
+declare -A proxy_pid
 next_nonce=0
 phase() { # side port connections
-  local side=$1 c=$3 out key
+  local side=$1 c=$3 out key before after
+  before=$(ticks_of "${proxy_pid[$side]}")
   out=$(START=$next_nonce NEXT_FILE=$work/next AUTH_FILE=$work/$mode/auth TARGET=/v1/orders \
     wrk -t2 -c"$c" -d"${duration}s" --latency -s "$here/replay.lua" "http://127.0.0.1:$2")
+  after=$(ticks_of "${proxy_pid[$side]}")
   [ "$side" = gateway ] && next_nonce=$(cat "$work/next")
   if echo "$out" | grep -q Non-2xx; then
     echo "$side: $(echo "$out" | grep Non-2xx | xargs)" >&2
@@ -90,13 +101,17 @@ phase() { # side port connections
   fi
   key=$c/$side
   requests[$key]=$((${requests[$key]:-0} + $(echo "$out" | awk '/requests in/ {print $1}')))
+  ticks[$key]=$((${ticks[$key]:-0} + after - before))
   samples[$key/rps]="${samples[$key/rps]:-} $(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')"
   samples[$key/p50]="${samples[$key/p50]:-} $(us "$(echo "$out" | awk '/ 50%/ {print $2}')")"
   samples[$key/p99]="${samples[$key/p99]:-} $(us "$(echo "$out" | awk '/ 99%/ {print $2}')")"
-  printf '  c=%-4s %-8s %8.0f req/s  p50 %6s us  p99 %6s us\n' "$c" "$side" \
-    "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" "${samples[$key/p50]##* }" "${samples[$key/p99]##* }"
+  printf '  c=%-4s %-8s %8.0f req/s  p50 %6s us  p99 %6s us  proxy CPU %5.1f us/request\n' "$c" "$side" \
+    "$(echo "$out" | awk '/Requests\/sec/ {print $2}')" "${samples[$key/p50]##* }" "${samples[$key/p99]##* }" \
+    "$(echo "($after - $before) * 1000000 / $(getconf CLK_TCK) / $(echo "$out" | awk '/requests in/ {print $1}')" | bc -l)"
 }
 
+proxy_pid[nginx]=${pid[proxy]}
+proxy_pid[gateway]=${pid[$mode]}
 echo "nginx $("$nginx_bin" -v 2>&1 | cut -d/ -f2) proxy_pass$([ "${NGINX_KEEPALIVE:-0}" = 1 ] && echo ' with keepalive') against keygate gateway mode ($mode); durability=$KEYGATE_DURABILITY; rounds=$rounds of ${duration}s, wrk -t2; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
 for round in $(seq "$rounds"); do
   for c in $connection_list; do
@@ -106,14 +121,15 @@ for round in $(seq "$rounds"); do
 done
 echo
 echo "(medians of $rounds rounds; ratio over the sums)"
-echo "| connections | nginx req/s | p50 | p99 | gateway req/s | p50 | p99 | ratio | added p99 |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| connections | nginx req/s | p50 | p99 | CPU/request | gateway req/s | p50 | p99 | CPU/request | ratio | added p99 |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for c in $connection_list; do
   declare -A m=()
   for side in nginx gateway; do
     for stat in rps p50 p99; do m[$side/$stat]=$(echo "${samples[$c/$side/$stat]}" | median); done
   done
-  printf '| %s | %s | %s us | %s us | %s | %s us | %s us | %.2f | %+d us |\n' "$c" \
-    "${m[nginx/rps]}" "${m[nginx/p50]}" "${m[nginx/p99]}" "${m[gateway/rps]}" "${m[gateway/p50]}" "${m[gateway/p99]}" \
+  cpu() { echo "${ticks[$c/$1]} * 1000000 / $(getconf CLK_TCK) / ${requests[$c/$1]}" | bc -l; }
+  printf '| %s | %s | %s us | %s us | %.1f us | %s | %s us | %s us | %.1f us | %.2f | %+d us |\n' "$c" \
+    "${m[nginx/rps]}" "${m[nginx/p50]}" "${m[nginx/p99]}" "$(cpu nginx)" "${m[gateway/rps]}" "${m[gateway/p50]}" "${m[gateway/p99]}" "$(cpu gateway)" \
     "$(echo "${requests[$c/gateway]} / ${requests[$c/nginx]}" | bc -l)" $((m[gateway/p99] - m[nginx/p99]))
 done
