@@ -105,7 +105,7 @@ impl SeenNonces {
     /// The bucket whose passing lets the pair go: the first one that
     /// starts after `expires_at`.
     fn bucket(&self, expires_at: i64) -> i64 {
-        expires_at.div_euclid(self.bucket_secs) + 1
+        expires_at.div_euclid(self.bucket_secs).saturating_add(1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -142,7 +142,7 @@ impl SeenNonces {
         if shard.outside_tags.contains_key(&fingerprint) {
             return false;
         }
-        if (-MOST_BUCKETS_BEHIND..=MOST_BUCKETS_AHEAD).contains(&(bucket - latest)) {
+        if (-MOST_BUCKETS_BEHIND..=MOST_BUCKETS_AHEAD).contains(&bucket.saturating_sub(latest)) {
             shard.table.insert(fingerprint, bucket)
         } else if shard.table.contains(fingerprint) {
             false
@@ -285,6 +285,11 @@ mod tests {
         let far_ahead = now + 86_400;
         assert!(seen.insert(1, far_ahead));
         assert!(seen.insert(2, now - 86_400));
+        assert!(seen.insert(5, i64::MAX));
+        assert!(seen.insert(6, i64::MIN));
+        assert!(!seen.insert(5, 0) && !seen.insert(6, 0));
+        seen.forget(5);
+        seen.forget(6);
         assert!(seen.insert(3, now + 60));
         assert!(!seen.insert(1, now + 60), "a replay, whatever its expiry");
         assert!(!seen.insert(3, far_ahead), "a replay, whatever its expiry");
