@@ -3,8 +3,9 @@
 # sends 2 × PAIRS_PER_THREAD signed requests with fresh nonces (then only
 # replays, which keygate refuses without remembering them), at the default
 # 300 s skew so that every pair stays in the window. Comparing builds at
-# the same count matters: the hash set doubles at fixed sizes, so a few
-# percent more pairs can mean a much larger table.
+# the same count matters: the window's tables grow in steps (a sixth to a
+# fifth at a time, src/store/fingerprint_table.rs), so a few percent more
+# pairs can mean larger tables.
 #
 #   benches/wrk/window_rss.sh                      # 1.9 M per thread: 3.8 M pairs
 #   PAIRS_PER_THREAD=500000 benches/wrk/window_rss.sh
