@@ -333,4 +333,66 @@ mod tests {
         }
         assert!(seen.is_empty(), "{} left", seen.len());
     }
+
+    proptest::proptest! {
+        /// The safety property, under any skew, any expiries (within the
+        /// window, far ahead, long past) and a clock that jumps both ways:
+        /// a pair is never dropped while `expires_at >= now` at a purge,
+        /// nor forgotten unless asked. And the purge does its job: while
+        /// the clock only moves forward, in steps of less than the tags'
+        /// reach, a pair that expired during a step is gone a bucket later.
+        #[test]
+        fn no_pair_leaves_before_its_expiry(
+            skew in 0u32..4000,
+            ops in proptest::collection::vec(
+                (0u8..4, 0u64..300, -3_000i64..9_000),
+                1..400,
+            ),
+        ) {
+            let start = 1_700_000_000i64;
+            let seen = SeenNonces::new(skew, start);
+            let bucket = seen.bucket_secs;
+            let mut now = start;
+            let mut stepped_back = false;
+            let mut model: HashMap<u64, i64> = HashMap::new();
+            for (kind, pair, offset) in ops {
+                let hash = pair.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                match kind {
+                    0 | 1 => {
+                        let expires_at = now + offset;
+                        let fresh = seen.insert(hash, expires_at);
+                        proptest::prop_assert_eq!(fresh, !model.contains_key(&hash));
+                        model.entry(hash).or_insert(expires_at);
+                    }
+                    2 => {
+                        seen.forget(hash);
+                        model.remove(&hash);
+                    }
+                    _ => {
+                        // Mostly forward, sometimes back; in buckets of any size.
+                        let before = now;
+                        now += offset * bucket / 200;
+                        stepped_back |= now < before;
+                        seen.purge_all(now);
+                        let small_step = now - before < 30 * bucket;
+                        for (h, expires_at) in &model {
+                            if *expires_at >= now {
+                                proptest::prop_assert!(seen.contains(*h), "dropped before {}", expires_at);
+                            } else if !stepped_back
+                                && small_step
+                                && *expires_at >= before
+                                && *expires_at < now - bucket
+                            {
+                                proptest::prop_assert!(!seen.contains(*h), "kept past {}", expires_at);
+                            }
+                        }
+                        model.retain(|h, _| seen.contains(*h));
+                    }
+                }
+                for h in model.keys() {
+                    proptest::prop_assert!(seen.contains(*h));
+                }
+            }
+        }
+    }
 }
