@@ -73,15 +73,11 @@ for p in $upstream_port $proxy_port; do
   for _ in $(seq 50); do curl -fs "http://127.0.0.1:$p/v1/orders" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-us() { # wrk's "123.45us" / "1.23ms" / "2.00s" -> microseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/ && v !~ /us$/) n *= 1000000; printf "%.0f", n }'
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # CPU ticks of a process and its children (nginx's workers).
 ticks_of() {
   local total=0 p
   for p in $1 $(pgrep -P "$1" || true); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    total=$((total + $(cpu_ticks "/proc/$p/stat")))
   done
   echo "$total"
 }

@@ -31,19 +31,14 @@ per_thread=$((rounds * duration * 60000 * $(echo "$connection_list" | wc -w) + 5
 source "$(dirname "$0")/servers.sh"
 for mode in $modes; do start_server "$mode" "$per_thread"; done
 
-us() { # wrk's "123.45us" / "1.23ms" / "2.00s" -> microseconds
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/ && v !~ /us$/) n *= 1000000; printf "%.0f", n }'
-}
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-
-# CPU ticks of one process (all its threads), and the machine's busy and
-# total ticks.
-process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# ... and of its nonce writer thread alone.
+# CPU ticks of one process (all its threads), of its nonce writer thread
+# alone (keygate-nonce-writer-N, which /proc cuts to 15 characters),
+# and the machine's busy and total ticks.
+process_ticks() { cpu_ticks "/proc/$1/stat"; }
 writer_ticks() {
   local t
   for t in /proc/"$1"/task/*; do
-    if [ "$(cat "$t/comm")" = keygate-nonce-w ]; then awk '{print $14 + $15}' "$t/stat"; fi
+    if [ "$(cat "$t/comm")" = keygate-nonce-w ]; then cpu_ticks "$t/stat"; fi
   done | awk '{n += $1} END {print n + 0}'
 }
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
@@ -52,6 +47,8 @@ counter() {
   { curl -fs -H "Authorization: Bearer $KEYGATE_ADMIN_TOKEN" "http://127.0.0.1:$((port[$1] + 1))/admin/metrics" || true; } |
     awk -v name="$2" '$1 == name {n = $2} END {printf "%.0f", n}'
 }
+
+per_request() { echo "$1 * 1000000 / $(getconf CLK_TCK) / $2" | bc -l; } # ticks requests -> µs
 
 declare -A requests samples next_nonce ticks writer busy all commits
 phase() { # mode side target connections
@@ -109,15 +106,12 @@ for mode in $modes; do
       "${m[u/rps]}" "${m[u/p50]}" "${m[u/p99]}" "${m[u/p999]}" "${m[s/rps]}" "${m[s/p50]}" "${m[s/p99]}" "${m[s/p999]}" \
       "$(echo "${requests[$s]} / ${requests[$u]}" | bc -l)" $((m[s/p50] - m[u/p50])) $((m[s/p99] - m[u/p99]))
   done
-done
-for mode in $modes; do
   echo
   echo "$mode: where the time went (sums over the rounds)"
   echo "| connections | /healthz keygate CPU | machine busy | signed keygate CPU | of it the nonce writer | machine busy | signed requests per commit |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"
   for c in $connection_list; do
     u=$mode/$c/unauthenticated s=$mode/$c/signed
-    per_request() { echo "$1 * 1000000 / $(getconf CLK_TCK) / $2" | bc -l; }
     printf '| %s | %.1f us | %.0f%% | %.1f us | %.1f us | %.0f%% | %s |\n' "$c" \
       "$(per_request "${ticks[$u]}" "${requests[$u]}")" "$(echo "100 * ${busy[$u]} / ${all[$u]}" | bc -l)" \
       "$(per_request "${ticks[$s]}" "${requests[$s]}")" "$(per_request "${writer[$s]}" "${requests[$s]}")" "$(echo "100 * ${busy[$s]} / ${all[$s]}" | bc -l)" \

@@ -40,7 +40,7 @@ per_thread=$((rounds * duration * 60000 + 50000))
 source "$(dirname "$0")/servers.sh"
 for mode in $modes; do start_server "$mode" "$per_thread"; done
 
-server_ticks() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat"; }
+server_ticks() { cpu_ticks "/proc/${pid[$1]}/stat"; }
 declare -A requests ticks p99s next_nonce
 phase() { # mode name target
   local mode=$1 name=$2 before after out n

@@ -1,5 +1,6 @@
-# Sourced by run.sh and window_rss.sh: builds keygate, and start_server
+# Sourced by every wrk script here: builds keygate, and start_server
 # starts one on a fresh database, creates a key and pre-signs headers for it.
+# Also the helpers the scripts share to read wrk's output and /proc.
 #
 # NONCE_MODES (default `durable`) chooses the build: any other mode needs
 # the benchmark-only `bench-decomposition` feature, which accepts nonces
@@ -55,3 +56,10 @@ start_server() {
   python3 "$here/presign.py" "$key_id" "$secret" "$2" "${SIGNED_TARGET:-/v1/whoami}" "$dir/auth.2"
   wait $first
 }
+
+us() { # wrk's "123.45us" / "1.23ms" / "2.00s" -> microseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n *= 1000; else if (v ~ /[0-9]s$/ && v !~ /us$/) n *= 1000000; printf "%.0f", n }'
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+# CPU ticks (user + system) in a /proc stat file: a process's or a thread's.
+cpu_ticks() { awk '{print $14 + $15}' "$1"; }
