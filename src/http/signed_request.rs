@@ -178,6 +178,7 @@ async fn verify(
     payload: Payload,
     state: &PublicState,
 ) -> Result<SignedRequest, Error> {
+    let _verifying = state.store.verifying();
     super::target::checked_target(req.uri())?;
     if let Some(reason) = state.store.clock_refusal() {
         return Err(Error::Unavailable(reason));

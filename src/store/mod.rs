@@ -37,7 +37,7 @@ pub use database::{redact_password, Database};
 pub use database_clock::DatabaseClock;
 pub use error::StoreError;
 pub use key_cache::{CachedKey, KeyCache, VerifyingKey};
-pub use nonce_window::{NonceWindow, WriterMetrics};
+pub use nonce_window::{NonceWindow, Verifying, WriterMetrics};
 pub use seen_nonces::SeenNonces;
 
 use crate::clock::Clock;
@@ -241,10 +241,14 @@ impl Store {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        // A request alone commits its own pair only where a commit is tens
+        // of microseconds: SQLite without an fsync per commit.
+        let commits_inline = matches!(config.database, Database::Sqlite(_))
+            && config.durability == Durability::Normal;
         let store = Arc::new(Store {
             catalog,
             keys: KeyCache::new(clock.clone()),
-            nonces: NonceWindow::start(ledgers, seen, config.busy_timeout, clock),
+            nonces: NonceWindow::start(ledgers, seen, config.busy_timeout, clock, commits_inline),
             refusal_checks: tokio::sync::Semaphore::new(CONCURRENT_REFUSAL_CHECKS),
             clock: DatabaseClock::new(skew_secs),
             skew_secs,
@@ -341,6 +345,12 @@ impl Store {
     /// measured), for `GET /admin/metrics`.
     pub fn database_clock_offset_secs(&self) -> Option<f64> {
         self.clock.offset_secs()
+    }
+
+    /// Held by a signed request while it is verified: see
+    /// [`NonceWindow::verifying`].
+    pub fn verifying(&self) -> Verifying<'_> {
+        self.nonces.verifying()
     }
 
     /// A pair this process has recorded already: a replay, refused before

@@ -15,8 +15,18 @@
 //! Pairs already in the in-memory front ([`SeenNonces`]) are refused by
 //! the request itself, without queueing; two copies of one pair inside a
 //! batch are told apart here, before the ledger sees them.
+//!
+//! A request that finds itself alone (no other signed request being
+//! verified, the writer idle) may commit its own pair on its own thread,
+//! when the ledger allows it ([`NonceWindow::start`]'s `inline`): a batch
+//! of one gains nothing from the writer, and the hand-off costs two
+//! wake-ups across threads (BENCHMARKS.md, round 19). Anything else (a
+//! second request, a busy writer, a lock held by another process, a
+//! failing database) goes to the writer as before, so the writer alone
+//! waits for the database, retries and logs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nohash_hasher::IntSet;
@@ -41,11 +51,21 @@ const QUEUE_CAPACITY: usize = 8192;
 /// wait for the database: it is retried next time, and requests queued
 /// behind it must not wait for it.
 const HOUSEKEEPING_WAIT: Duration = Duration::from_millis(100);
+/// How long after two signed requests were last verified at once a
+/// request may commit its own pair (see [`NonceWindow::verifying`]).
+const QUIET_BEFORE_INLINE: Duration = Duration::from_millis(100);
 
 /// What a request is told: the pair's outcome once its batch committed,
 /// or why nothing could be recorded.
 type Answer = Result<PairOutcome, StoreError>;
 type Reply = oneshot::Sender<Answer>;
+/// A ledger's connection, used by its writer thread and, when a request
+/// commits its own pair, by that request's thread: one at a time.
+type SharedLedger = Arc<Mutex<Box<dyn NonceLedger>>>;
+
+fn lock(ledger: &Mutex<Box<dyn NonceLedger>>) -> MutexGuard<'_, Box<dyn NonceLedger>> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 enum Job {
     Record(PairToRecord, Reply),
@@ -106,6 +126,46 @@ pub struct NonceWindow {
     metrics: WriterMetrics,
     /// Rung when a request's job completes the batch a writer waits for.
     doorbell: Arc<Doorbell>,
+    /// Set when requests that find themselves alone commit their own pair.
+    inline: Option<InlineCommits>,
+    /// Signed requests being verified (see [`Self::verifying`]).
+    verifying: AtomicUsize,
+}
+
+/// What a request needs to commit its own pair.
+struct InlineCommits {
+    ledger: SharedLedger,
+    /// From the writer's first failed batch until it has logged the
+    /// recovery: meanwhile everything goes to the writer, which retries,
+    /// logs once, and needs batches to tell that the fault has cleared.
+    writer_failing: Arc<AtomicBool>,
+    /// When two signed requests were last verified at once, in
+    /// milliseconds of `clock.elapsed()`; `u64::MAX`: never.
+    last_overlap_ms: AtomicU64,
+    clock: Clock,
+}
+
+impl InlineCommits {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// No two signed requests verified at once for `QUIET_BEFORE_INLINE`.
+    fn quiet(&self) -> bool {
+        let last = self.last_overlap_ms.load(Ordering::Relaxed);
+        last == u64::MAX
+            || self.elapsed_ms().saturating_sub(last) >= QUIET_BEFORE_INLINE.as_millis() as u64
+    }
+}
+
+/// Counts a signed request as being verified for as long as it lives (a
+/// request's future may be dropped at any await).
+pub struct Verifying<'a>(&'a AtomicUsize);
+
+impl Drop for Verifying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl NonceWindow {
@@ -117,11 +177,17 @@ impl NonceWindow {
     /// one was best on a single machine, more can help across a network).
     /// Concurrent batches are safe there because the database's unique
     /// index decides. A ledger must share `seen` if it uses it at all.
+    ///
+    /// `inline`: a request alone may commit its own pair on the first
+    /// ledger. Only for a ledger whose commit takes tens of microseconds
+    /// (SQLite with `normal` durability): a request's thread serves other
+    /// connections too, and must not sit through an fsync or a round trip.
     pub(crate) fn start(
         ledgers: Vec<Box<dyn NonceLedger>>,
         seen: Arc<SeenNonces>,
         busy_timeout: Duration,
         clock: Clock,
+        inline: bool,
     ) -> NonceWindow {
         #[cfg(feature = "bench-decomposition")]
         decomposition::mode(); // warns now, not at the first request
@@ -130,9 +196,24 @@ impl NonceWindow {
         let hasher = seen.hasher.clone();
         let metrics = WriterMetrics::default();
         let doorbell = Arc::new(Doorbell::default());
+        let writer_failing = Arc::new(AtomicBool::new(false));
+        let ledgers: Vec<SharedLedger> = ledgers
+            .into_iter()
+            .map(|ledger| Arc::new(Mutex::new(ledger)))
+            .collect();
+        let inline = match ledgers.first() {
+            Some(ledger) if inline => Some(InlineCommits {
+                ledger: ledger.clone(),
+                writer_failing: writer_failing.clone(),
+                last_overlap_ms: AtomicU64::new(u64::MAX),
+                clock: clock.clone(),
+            }),
+            _ => None,
+        };
         for (number, ledger) in ledgers.into_iter().enumerate() {
             let writer = Writer {
                 ledger,
+                writer_failing: writer_failing.clone(),
                 housekeeping_wait: HOUSEKEEPING_WAIT.min(busy_timeout),
                 seen: seen.clone(),
                 metrics: metrics.clone(),
@@ -158,11 +239,38 @@ impl NonceWindow {
             hasher,
             metrics,
             doorbell,
+            inline,
+            verifying: AtomicUsize::new(0),
         }
     }
 
     pub fn metrics(&self) -> &WriterMetrics {
         &self.metrics
+    }
+
+    /// Counts a signed request from the start of its verification until
+    /// the guard is dropped. A request may commit its own pair only while
+    /// it is the only one counted, and only once no two requests have been
+    /// counted at once for `QUIET_BEFORE_INLINE`: a partner calling one
+    /// request at a time commits on its own thread, while under
+    /// concurrent load (where a request alone at one instant has company
+    /// the next) every pair goes to the writer. Committing whenever a
+    /// request happened to be alone doubled the p99 at 4 connections
+    /// (BENCHMARKS.md, round 19): a worker committing keeps the other
+    /// connections it serves waiting, and works in longer bursts that the
+    /// scheduler cuts short.
+    pub fn verifying(&self) -> Verifying<'_> {
+        let others = self.verifying.fetch_add(1, Ordering::AcqRel);
+        if let (Some(inline), true) = (&self.inline, others > 0) {
+            // Written only when it changes: under load every request
+            // overlaps, and a write a request would bounce the line
+            // between the cores.
+            let now = inline.elapsed_ms();
+            if inline.last_overlap_ms.load(Ordering::Relaxed) != now {
+                inline.last_overlap_ms.store(now, Ordering::Relaxed);
+            }
+        }
+        Verifying(&self.verifying)
     }
 
     /// Pairs in the window now.
@@ -215,6 +323,13 @@ impl NonceWindow {
             deadline,
             policy_seq,
         };
+        // At most this request itself is being verified.
+        let alone = self.verifying.load(Ordering::Acquire) <= 1;
+        if alone {
+            if let Some(answer) = self.record_alone(&pair) {
+                return answer;
+            }
+        }
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
             Ok(()) => {
@@ -243,6 +358,34 @@ impl NonceWindow {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("nonce writer stopped".into())))
     }
 
+    /// Commits the pair of a request that is alone on this request's own
+    /// thread, if the ledger allows it, the writer is idle and healthy, and
+    /// the database's write lock is free at once. `None`: the writer must
+    /// record it (nothing was recorded here).
+    fn record_alone(&self, pair: &PairToRecord) -> Option<Answer> {
+        let inline = self.inline.as_ref()?;
+        #[cfg(feature = "bench-decomposition")]
+        if decomposition::mode() != decomposition::Mode::Durable {
+            return None;
+        }
+        if self.queued() > 0 || inline.writer_failing.load(Ordering::Acquire) || !inline.quiet() {
+            return None;
+        }
+        // Taken by the writer: it has a batch, this pair joins the next.
+        let mut ledger = inline.ledger.try_lock().ok()?;
+        let started = Instant::now();
+        // A deadline already past: one attempt, no waiting for another
+        // process's lock on this thread.
+        let outcomes = ledger
+            .record(std::slice::from_ref(pair), inline.clock.now(), started)
+            .ok()?;
+        drop(ledger);
+        count_commit(&self.metrics, 1, started.elapsed(), true);
+        let outcome = outcomes.into_iter().next().unwrap_or(PairOutcome::Replayed);
+        remember(&self.seen, &self.metrics, pair, outcome);
+        Some(Ok(outcome))
+    }
+
     pub(crate) fn purge_expired(&self, now: i64) {
         // try_send: housekeeping must never wait behind a full queue; the
         // next tick purges instead.
@@ -267,7 +410,9 @@ impl NonceWindow {
 }
 
 struct Writer {
-    ledger: Box<dyn NonceLedger>,
+    ledger: SharedLedger,
+    /// Set while batches fail (see `InlineCommits`).
+    writer_failing: Arc<AtomicBool>,
     housekeeping_wait: Duration,
     seen: Arc<SeenNonces>,
     metrics: WriterMetrics,
@@ -356,9 +501,8 @@ impl Writer {
             self.record(pairs, replies);
         }
         if !touches.is_empty() {
-            let touched = self
-                .ledger
-                .touch_keys(&touches, Instant::now() + self.housekeeping_wait);
+            let touched =
+                lock(&self.ledger).touch_keys(&touches, Instant::now() + self.housekeeping_wait);
             self.touch_failures.record(Instant::now(), touched);
         }
         for done in touches_done {
@@ -366,9 +510,7 @@ impl Writer {
         }
         if let Some(now) = purge_at {
             self.seen.purge(now);
-            let purged = self
-                .ledger
-                .purge(now, Instant::now() + self.housekeeping_wait);
+            let purged = lock(&self.ledger).purge(now, Instant::now() + self.housekeeping_wait);
             self.purge_failures.record(Instant::now(), purged);
         }
     }
@@ -399,34 +541,20 @@ impl Writer {
         let deadline = fresh.iter().map(|p| p.deadline).min();
         let recorded = match deadline {
             None => Ok(Vec::new()),
-            Some(deadline) => self.ledger.record(&fresh, self.clock.now(), deadline),
+            Some(deadline) => lock(&self.ledger).record(&fresh, self.clock.now(), deadline),
         };
         let took = started.elapsed();
         self.recent.record(pairs.len(), took);
-        self.metrics.commit_seconds.observe(took.as_secs_f64());
-        self.metrics.requests_per_commit.observe(pairs.len() as f64);
+        count_commit(&self.metrics, pairs.len(), took, recorded.is_ok());
         match recorded {
             Ok(fresh_outcomes) => {
-                self.metrics.commits.inc();
                 self.record_failures
                     .record(Instant::now(), Ok::<(), String>(()));
                 let mut fresh_outcomes = fresh_outcomes.into_iter();
                 for (pair, outcome) in pairs.iter().zip(outcomes.iter_mut()) {
                     if outcome.is_none() {
                         let decided = fresh_outcomes.next().unwrap_or(PairOutcome::Replayed);
-                        match decided {
-                            PairOutcome::Recorded => {
-                                self.seen.insert(pair.hash, pair.expires_at);
-                                self.metrics.pairs_recorded.inc();
-                            }
-                            // Recorded by another process: remembered here
-                            // too, so its next copies are refused without
-                            // a round trip.
-                            PairOutcome::Replayed => {
-                                self.seen.insert(pair.hash, pair.expires_at);
-                            }
-                            _ => {}
-                        }
+                        remember(&self.seen, &self.metrics, pair, decided);
                         *outcome = Some(Ok(decided));
                     }
                 }
@@ -435,7 +563,6 @@ impl Writer {
                 }
             }
             Err(e) => {
-                self.metrics.failed_commits.inc();
                 let reason = e.to_string();
                 self.record_failures.record(Instant::now(), Err(&reason));
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -445,6 +572,36 @@ impl Writer {
                 }
             }
         }
+        self.writer_failing
+            .store(self.record_failures.is_failing(), Ordering::Release);
+    }
+}
+
+/// A transaction of `requests` requests that took `took`, counted.
+fn count_commit(metrics: &WriterMetrics, requests: usize, took: Duration, committed: bool) {
+    metrics.commit_seconds.observe(took.as_secs_f64());
+    metrics.requests_per_commit.observe(requests as f64);
+    if committed {
+        metrics.commits.inc();
+    } else {
+        metrics.failed_commits.inc();
+    }
+}
+
+/// What a committed transaction decided for one pair, remembered in the
+/// set and counted.
+fn remember(seen: &SeenNonces, metrics: &WriterMetrics, pair: &PairToRecord, outcome: PairOutcome) {
+    match outcome {
+        PairOutcome::Recorded => {
+            seen.insert(pair.hash, pair.expires_at);
+            metrics.pairs_recorded.inc();
+        }
+        // Recorded by another process: remembered here too, so its next
+        // copies are refused without a round trip.
+        PairOutcome::Replayed => {
+            seen.insert(pair.hash, pair.expires_at);
+        }
+        _ => {}
     }
 }
 
@@ -495,5 +652,173 @@ mod decomposition {
         } else {
             PairOutcome::Replayed
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::retried_failure::RECOVERED_AFTER;
+    use super::*;
+
+    /// Which thread each transaction ran on, and whether it committed.
+    #[derive(Default)]
+    struct Journal {
+        threads: Vec<String>,
+        /// While set, every transaction fails as a full disk would.
+        failing: bool,
+    }
+
+    /// A ledger that records in memory and writes down who asked.
+    struct FakeLedger(Arc<Mutex<Journal>>);
+
+    impl NonceLedger for FakeLedger {
+        fn record(
+            &mut self,
+            pairs: &[PairToRecord],
+            _now: i64,
+            _deadline: Instant,
+        ) -> Result<Vec<PairOutcome>, StoreError> {
+            let mut journal = self.0.lock().unwrap();
+            let thread = std::thread::current().name().unwrap_or("?").to_string();
+            journal.threads.push(thread);
+            if journal.failing {
+                return Err(StoreError::Unavailable("disk full".into()));
+            }
+            Ok(vec![PairOutcome::Recorded; pairs.len()])
+        }
+        fn touch_keys(&mut self, _: &[(Arc<str>, i64)], _: Instant) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn purge(&mut self, _: i64, _: Instant) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn window(inline: bool) -> (NonceWindow, Arc<Mutex<Journal>>, Clock) {
+        let journal = Arc::new(Mutex::new(Journal::default()));
+        let ledger: Box<dyn NonceLedger> = Box::new(FakeLedger(journal.clone()));
+        let seen = Arc::new(SeenNonces::new(300, 1_000));
+        let clock = Clock::manual(1_000);
+        let window = NonceWindow::start(
+            vec![ledger],
+            seen,
+            Duration::from_secs(2),
+            clock.clone(),
+            inline,
+        );
+        (window, journal, clock)
+    }
+
+    fn record(window: &NonceWindow, nonce: &str) -> Answer {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(window.record("key-1".into(), nonce, 1_301, 0))
+    }
+
+    fn last_thread(journal: &Mutex<Journal>) -> String {
+        journal.lock().unwrap().threads.last().cloned().unwrap()
+    }
+
+    const WRITER: &str = "keygate-nonce-writer-0";
+
+    #[test]
+    fn a_request_alone_commits_its_own_pair_once() {
+        let (window, journal, _) = window(true);
+        let me = std::thread::current().name().unwrap().to_string();
+        assert_eq!(
+            record(&window, "nonce-aaaaaaaaaaaaaaaa").unwrap(),
+            PairOutcome::Recorded
+        );
+        assert_eq!(
+            last_thread(&journal),
+            me,
+            "committed on the request's thread"
+        );
+        assert_eq!(
+            record(&window, "nonce-aaaaaaaaaaaaaaaa").unwrap(),
+            PairOutcome::Replayed
+        );
+        assert_eq!(
+            journal.lock().unwrap().threads.len(),
+            1,
+            "a replay needs no commit"
+        );
+        assert!(window.known_replay("key-1", "nonce-aaaaaaaaaaaaaaaa"));
+        assert_eq!(window.metrics().commits.get(), 1);
+        assert_eq!(window.metrics().pairs_recorded.get(), 1);
+    }
+
+    #[test]
+    fn without_inline_commits_the_writer_commits() {
+        let (window, journal, _) = window(false);
+        assert_eq!(
+            record(&window, "nonce-bbbbbbbbbbbbbbbb").unwrap(),
+            PairOutcome::Recorded
+        );
+        assert_eq!(last_thread(&journal), WRITER);
+    }
+
+    #[test]
+    fn while_batches_fail_the_writer_alone_commits_until_it_has_recovered() {
+        let (window, journal, _) = window(true);
+        journal.lock().unwrap().failing = true;
+        // The request's own attempt fails, and the writer's after it: 503.
+        assert!(matches!(
+            record(&window, "nonce-cccccccccccccccc"),
+            Err(StoreError::Unavailable(_))
+        ));
+        let threads = journal.lock().unwrap().threads.clone();
+        assert_eq!(threads.len(), 2, "{threads:?}");
+        assert_eq!(threads[1], WRITER);
+        assert!(
+            !window.known_replay("key-1", "nonce-cccccccccccccccc"),
+            "nothing recorded"
+        );
+
+        // Cleared: requests still go to the writer until it has succeeded
+        // long enough to log the recovery; then they commit alone again.
+        journal.lock().unwrap().failing = false;
+        let recorded = |nonce| record(&window, nonce).unwrap() == PairOutcome::Recorded;
+        assert!(recorded("nonce-cccccccccccccccc"));
+        assert_eq!(last_thread(&journal), WRITER);
+        std::thread::sleep(RECOVERED_AFTER);
+        assert!(recorded("nonce-dddddddddddddddd"));
+        assert_eq!(
+            last_thread(&journal),
+            WRITER,
+            "the writer logs the recovery"
+        );
+        assert!(recorded("nonce-zzzzzzzzzzzzzzzz"));
+        assert_ne!(last_thread(&journal), WRITER);
+        assert_eq!(window.metrics().failed_commits.get(), 1);
+    }
+
+    #[test]
+    fn a_request_with_company_hands_its_pair_to_the_writer() {
+        let (window, journal, clock) = window(true);
+        // This request, and another one being verified.
+        let this = window.verifying();
+        let other = window.verifying();
+        assert_eq!(
+            record(&window, "nonce-eeeeeeeeeeeeeeee").unwrap(),
+            PairOutcome::Recorded
+        );
+        assert_eq!(last_thread(&journal), WRITER);
+        drop(other);
+        // Alone now, but two were verified at once a moment ago: still
+        // the writer, until that is `QUIET_BEFORE_INLINE` ago.
+        assert_eq!(
+            record(&window, "nonce-ffffffffffffffff").unwrap(),
+            PairOutcome::Recorded
+        );
+        assert_eq!(last_thread(&journal), WRITER);
+        clock.advance(QUIET_BEFORE_INLINE);
+        assert_eq!(
+            record(&window, "nonce-gggggggggggggggg").unwrap(),
+            PairOutcome::Recorded
+        );
+        assert_ne!(last_thread(&journal), WRITER);
+        drop(this);
     }
 }

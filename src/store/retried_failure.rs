@@ -25,7 +25,7 @@ struct Failing {
 }
 
 const REPEAT_FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
-const RECOVERED_AFTER: Duration = Duration::from_secs(2);
+pub(crate) const RECOVERED_AFTER: Duration = Duration::from_secs(2);
 
 impl RetriedFailure {
     pub(crate) fn new(task: &'static str) -> Self {
@@ -33,6 +33,11 @@ impl RetriedFailure {
             task,
             failing: None,
         }
+    }
+
+    /// From the first failure until the recovery is logged.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.is_some()
     }
 
     /// Returns whether it logged, for the tests.
