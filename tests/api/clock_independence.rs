@@ -72,8 +72,13 @@ fn an_instance_behind_the_others_refuses_replays_of_old_pairs() {
         "{:?}",
         replay.body
     );
-    // And later the timestamp alone refuses it, everywhere.
-    std::thread::sleep(Duration::from_millis(1500));
+    // And later the timestamp alone refuses it, everywhere. Timestamps
+    // are whole seconds: signed at floor(t0) - 3, checked by B at
+    // floor(t0 + elapsed - 3), they differ by floor(frac(t0) + elapsed),
+    // which passes the skew of 4 until 5 s have elapsed whatever t0's
+    // fraction. 1.5 s here (4.8 s in all) failed when t0 fell in the
+    // first fifth of a second.
+    std::thread::sleep(Duration::from_millis(2000));
     for instance in [&a, &b] {
         let late = instance
             .app()
