@@ -124,7 +124,10 @@ pub trait CatalogBackend: Send + Sync {
 ///
 /// Every call gives up at `deadline` (waiting for a lock, a connection or
 /// an answer) with `StoreError::Unavailable`: that is what bounds a
-/// request's wait by the configured database timeout.
+/// request's wait by the configured database timeout. Given a deadline
+/// already past, the SQLite ledger makes one attempt and does not wait:
+/// that is how a request alone tries to commit its own pair before
+/// handing it to the writer (`NonceWindow::record_alone`).
 pub trait NonceLedger: Send {
     /// Records `pairs` in one transaction and answers for each, in order.
     /// No two pairs in `pairs` are equal (the writer tells copies apart
