@@ -159,12 +159,15 @@ impl InlineCommits {
 }
 
 /// Counts a signed request as being verified for as long as it lives (a
-/// request's future may be dropped at any await).
-pub struct Verifying<'a>(&'a AtomicUsize);
+/// request's future may be dropped at any await). Counts nothing where
+/// requests never commit their own pair.
+pub struct Verifying<'a>(Option<&'a AtomicUsize>);
 
 impl Drop for Verifying<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -259,9 +262,14 @@ impl NonceWindow {
     /// (BENCHMARKS.md, round 19): a worker committing keeps the other
     /// connections it serves waiting, and works in longer bursts that the
     /// scheduler cuts short.
+    ///
+    /// Without inline commits (PostgreSQL, `full` durability) nothing is
+    /// counted: the count would only cost every request a shared write.
     pub fn verifying(&self) -> Verifying<'_> {
-        let others = self.verifying.fetch_add(1, Ordering::AcqRel);
-        if let (Some(inline), true) = (&self.inline, others > 0) {
+        let Some(inline) = &self.inline else {
+            return Verifying(None);
+        };
+        if self.verifying.fetch_add(1, Ordering::AcqRel) > 0 {
             // Written only when it changes: under load every request
             // overlaps, and a write a request would bounce the line
             // between the cores.
@@ -270,7 +278,7 @@ impl NonceWindow {
                 inline.last_overlap_ms.store(now, Ordering::Relaxed);
             }
         }
-        Verifying(&self.verifying)
+        Verifying(Some(&self.verifying))
     }
 
     /// Pairs in the window now.
@@ -323,12 +331,8 @@ impl NonceWindow {
             deadline,
             policy_seq,
         };
-        // At most this request itself is being verified.
-        let alone = self.verifying.load(Ordering::Acquire) <= 1;
-        if alone {
-            if let Some(answer) = self.record_alone(&pair) {
-                return answer;
-            }
+        if let Some(answer) = self.record_alone(&pair) {
+            return answer;
         }
         // The queue almost always has room; only a full one needs the timer.
         let job = match self.jobs.try_send(Job::Record(pair, reply)) {
@@ -358,17 +362,19 @@ impl NonceWindow {
             .unwrap_or_else(|_| Err(StoreError::Unavailable("nonce writer stopped".into())))
     }
 
-    /// Commits the pair of a request that is alone on this request's own
-    /// thread, if the ledger allows it, the writer is idle and healthy, and
-    /// the database's write lock is free at once. `None`: the writer must
-    /// record it (nothing was recorded here).
+    /// Commits the pair of a request on this request's own thread, if the
+    /// ledger allows it, the request is alone (at most itself is being
+    /// verified, and none overlapped lately), the writer is idle and
+    /// healthy, and the database's write lock is free at once. `None`: the
+    /// writer must record it (nothing was recorded here).
     fn record_alone(&self, pair: &PairToRecord) -> Option<Answer> {
         let inline = self.inline.as_ref()?;
         #[cfg(feature = "bench-decomposition")]
         if decomposition::mode() != decomposition::Mode::Durable {
             return None;
         }
-        if self.queued() > 0 || inline.writer_failing.load(Ordering::Acquire) || !inline.quiet() {
+        let alone = self.verifying.load(Ordering::Acquire) <= 1 && inline.quiet();
+        if !alone || self.queued() > 0 || inline.writer_failing.load(Ordering::Acquire) {
             return None;
         }
         // Taken by the writer: it has a batch, this pair joins the next.
@@ -660,7 +666,7 @@ mod tests {
     use super::super::retried_failure::RECOVERED_AFTER;
     use super::*;
 
-    /// Which thread each transaction ran on, and whether it committed.
+    /// Which thread each transaction ran on, and whether transactions fail.
     #[derive(Default)]
     struct Journal {
         threads: Vec<String>,
